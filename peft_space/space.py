@@ -1,0 +1,183 @@
+"""The paper's design space (He et al., Table 1 and §3.2) declared as dimensions.
+
+Each value below is a small declaration; its behaviour (the torch modules) lives in
+``peft_space.layers`` and is looked up lazily, so this module stays importable without torch.
+
+======================  =====================================================================
+dimension               paper
+======================  =====================================================================
+``form``                functional form: ``linear`` (LoRA), ``relu``/``gelu`` (adapters),
+                        ``bias`` (BitFit: a learned shift of existing biases)
+``insertion``           ``sequential`` (input h) or ``parallel`` (input x, the sub-layer input)
+``representation``      modified representation: ``attn`` / ``ffn`` sub-layer output, ``block``
+                        (after the FFN's add & layer norm, Pfeiffer), ``query``, ``key``,
+                        ``value``, ``query_value`` (LoRA), ``ffn_w1``, ``ffn_w2``, ``ffn_w1_w2``
+``composition``         ``add``, ``scaled`` (h + s·Δh), ``gated`` ((1-λ)h + λΔh, λ = σ(x·w))
+``scale``               s of the scaled composition; ``learn_scale`` makes it trainable
+``bottleneck``          r (or l for prefix-like forms)
+``init``                ``lora`` (Kaiming-uniform down, zero up) or ``bert`` (normal(0, 0.02))
+======================  =====================================================================
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from peft_space.dimensions import Boolean, Categorical, Choice, Float, Integer, Values, register_dimension
+from peft_space.sites import SITES
+
+
+def lazy(module: str, name: str) -> Callable[..., Any]:
+    """A callable that imports ``module.name`` on first use (keeps torch out of spec validation)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__qualname__ = f"{module}.{name}"
+    return call
+
+
+@dataclass(frozen=True)
+class Form(Choice):
+    """Functional form of Δh. ``activation`` is a ``torch`` function name or a callable; ``None`` is linear."""
+
+    activation: str | Callable[[Any], Any] | None = None
+    bottleneck: bool = True  # False: no down/up projections (BitFit's bias shift)
+    needs_bias: bool = False  # True: only where the modified module already has a bias
+
+
+@dataclass(frozen=True)
+class InsertionForm(Choice):
+    parallel: bool = True
+
+
+@dataclass(frozen=True)
+class Representation(Choice):
+    """Which hidden state is modified. ``taps`` are (x role, h role) pairs of the architecture table:
+    Δh is computed from the *input* of the x module (parallel) and added to the *output* of the h module."""
+
+    sublayer: str = "attn"
+    taps: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Composition(Choice):
+    """How Δh joins h. ``build(d_in, values)`` returns the module computing ``(h, Δh, x) -> h'``."""
+
+    build: Callable[..., Any] | None = None
+
+
+@dataclass(frozen=True)
+class Init(Choice):
+    """``apply(delta_module)`` initialises the projections of a freshly built Δh module."""
+
+    apply: Callable[..., Any] | None = None
+
+
+def _has_bottleneck(values: Values) -> bool:
+    return FORM[values["form"]].bottleneck
+
+
+def _representation_fits_site(rep: Representation, values: Values) -> str | None:
+    sublayer = SITES[values["site"]].sublayer
+    if rep.sublayer == sublayer:
+        return None
+    return f"a {sublayer} representation at site {values['site']!r}: " + ", ".join(
+        repr(k) for k in REPRESENTATION if REPRESENTATION[k].sublayer == sublayer
+    )
+
+
+FORM: Categorical[Form] = Categorical(
+    "form", help="functional form of the modification Δh", default="relu"
+)
+INSERTION: Categorical[InsertionForm] = Categorical(
+    "insertion",
+    help="sequential (Δh from h) or parallel (Δh from the sub-layer input x)",
+    default="parallel",
+    active=_has_bottleneck,
+    active_doc="for forms with a bottleneck",
+)
+REPRESENTATION: Categorical[Representation] = Categorical(
+    "representation",
+    help="the hidden state that is modified",
+    default=lambda values: "attn" if SITES[values["site"]].sublayer == "attn" else "ffn",
+    check=_representation_fits_site,
+)
+COMPOSITION: Categorical[Composition] = Categorical(
+    "composition",
+    help="how Δh is composed with h",
+    default="add",
+    active=_has_bottleneck,
+    active_doc="for forms with a bottleneck",
+)
+SCALE = Float(
+    "scale",
+    help="s in h + s·Δh (the initial value if learn_scale)",
+    low=0.01,
+    high=100.0,
+    log=True,
+    default=4.0,
+    active=lambda values: values.get("composition") == "scaled",
+    active_doc="with composition='scaled'",
+)
+LEARN_SCALE = Boolean(
+    "learn_scale",
+    help="train s as a parameter",
+    default=False,
+    active=lambda values: values.get("composition") == "scaled",
+    active_doc="with composition='scaled'",
+)
+BOTTLENECK = Integer(
+    "bottleneck",
+    help="bottleneck size r (l for prefix-like forms)",
+    low=1,
+    high=65536,
+    log=True,
+    default=64,
+    active=_has_bottleneck,
+    active_doc="for forms with a bottleneck",
+)
+INIT: Categorical[Init] = Categorical(
+    "init",
+    help="initialisation of the projections",
+    default="lora",
+    active=_has_bottleneck,
+    active_doc="for forms with a bottleneck",
+)
+
+for _dimension in (FORM, INSERTION, REPRESENTATION, COMPOSITION, SCALE, LEARN_SCALE, BOTTLENECK, INIT):
+    register_dimension(_dimension)
+
+FORM.register(Form("linear", "x W_down W_up (LoRA)", activation=None))
+FORM.register(Form("relu", "ReLU(x W_down) W_up (adapters)", activation="relu"))
+FORM.register(Form("gelu", "GELU(x W_down) W_up", activation="gelu"))
+FORM.register(Form("bias", "a learned shift of the existing biases (BitFit)", bottleneck=False, needs_bias=True))
+
+INSERTION.register(InsertionForm("sequential", "h <- h + Δh(h)", parallel=False))
+INSERTION.register(InsertionForm("parallel", "h <- h + Δh(x)", parallel=True))
+
+ATTN, FFN = "attn", "ffn"
+for _rep in (
+    Representation("attn", "attention sub-layer output", ATTN, (("q", "o"),)),
+    Representation("query", "query projection", ATTN, (("q", "q"),)),
+    Representation("key", "key projection", ATTN, (("k", "k"),)),
+    Representation("value", "value projection", ATTN, (("v", "v"),)),
+    Representation("query_value", "query and value projections (LoRA)", ATTN, (("q", "q"), ("v", "v"))),
+    Representation("attn_linears", "every attention projection q, k, v, o", ATTN, tuple((r, r) for r in "qkvo")),
+    Representation("ffn", "FFN sub-layer output", FFN, (("w1", "w2"),)),
+    Representation("block", "block output after the FFN's add & layer norm (Pfeiffer)", FFN, (("w1", "block"),)),
+    Representation("ffn_w1", "FFN W1", FFN, (("w1", "w1"),)),
+    Representation("ffn_w2", "FFN W2", FFN, (("w2", "w2"),)),
+    Representation("ffn_w1_w2", "FFN W1 and W2", FFN, (("w1", "w1"), ("w2", "w2"))),
+):
+    REPRESENTATION.register(_rep)
+
+COMPOSITION.register(Composition("add", "h + Δh", build=lazy("peft_space.layers", "Add")))
+COMPOSITION.register(Composition("scaled", "h + s·Δh", build=lazy("peft_space.layers", "Scaled")))
+COMPOSITION.register(Composition("gated", "(1-λ)h + λΔh, λ = σ(x·w)", build=lazy("peft_space.layers", "Gated")))
+
+INIT.register(Init("lora", "Kaiming-uniform down, zero up", apply=lazy("peft_space.layers", "init_lora")))
+INIT.register(Init("bert", "normal(0, 0.02) down and up", apply=lazy("peft_space.layers", "init_bert")))

