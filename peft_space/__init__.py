@@ -45,6 +45,8 @@ _LAZY = {
     "Budget": "peft_space.budget",
     "save": "peft_space.io",
     "load": "peft_space.io",
+    "drop_reparameterization": "peft_space.attention",
+    "export_peft": "peft_space.export",
 }
 
 
@@ -57,6 +59,6 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ARCHITECTURES", "Architecture", "Boolean", "Budget", "Categorical", "Choice", "Composition", "DIMENSIONS",
     "Design", "DesignError", "Dimension", "Float", "Form", "Init", "InsertionForm", "Integer", "Modification", "PRESETS",
-    "Representation", "SITES", "Site", "apply", "count_budget", "dimension", "load", "preset", "presets",
+    "Representation", "SITES", "Site", "apply", "count_budget", "dimension", "drop_reparameterization", "export_peft", "load", "preset", "presets",
     "register_architecture", "register_dimension", "register_preset", "register_site", "remove", "save",
 ]

@@ -92,13 +92,13 @@ def architecture(model_type: str) -> Architecture:
 
 
 def find_targets(model: Any) -> list[Target]:
-    """Every attention and FFN sub-layer of ``model``, in module order."""
+    """Every attention and FFN sub-layer of ``model`` in module order, then its input."""
     config = model.config
     if config.model_type == "encoder-decoder":
         return _stack_targets(model.encoder, architecture(config.encoder.model_type), "encoder.", "encoder") + (
             _stack_targets(model.decoder, architecture(config.decoder.model_type), "decoder.", "decoder")
-        )
-    return _stack_targets(model, architecture(config.model_type), "", None)
+        ) + [_input_target(model)]
+    return _stack_targets(model, architecture(config.model_type), "", None) + [_input_target(model)]
 
 
 def architecture_of(model: Any) -> list[Architecture]:
@@ -138,8 +138,15 @@ def _stack_targets(root: Any, arch: Architecture, prefix: str, force_kind: str |
     return targets
 
 
-def _proj(base: str, names: str) -> dict[str, str]:
-    return {role: f"{base}{name}" for role, name in zip("qkvo", names.split())}
+def _input_target(model: Any) -> Target:
+    """The model's (encoder's) input embeddings: where prompt tuning prepends its vectors."""
+    return Target("input", None, 0, 1, "", model, {"embed": ("",)})
+
+
+def _proj(base: str, names: str, heads: str) -> dict[str, str]:
+    """Roles of one attention module: q, k, v, o projections and ``heads``, the module that calls the
+    attention function (whose head outputs prefix tuning and multi-head adapters modify)."""
+    return {"heads": heads} | {role: f"{base}{name}" for role, name in zip("qkvo", names.split())}
 
 
 BERT = register_architecture(
@@ -148,8 +155,8 @@ BERT = register_architecture(
         ("bert", "roberta"),
         stacks={"encoder.layer": "encoder"},
         attention={
-            "self": _proj("attention.", "self.query self.key self.value output.dense"),
-            "cross": _proj("crossattention.", "self.query self.key self.value output.dense"),
+            "self": _proj("attention.", "self.query self.key self.value output.dense", "attention.self"),
+            "cross": _proj("crossattention.", "self.query self.key self.value output.dense", "crossattention.self"),
         },
         ffn={"w1": "intermediate.dense", "w2": "output.dense", "block": "output.LayerNorm"},
         post_ln=True,
@@ -163,8 +170,8 @@ BART = register_architecture(
         ("bart",),
         stacks={"encoder.layers": "encoder", "decoder.layers": "decoder"},
         attention={
-            "self": _proj("self_attn.", "q_proj k_proj v_proj out_proj"),
-            "cross": _proj("encoder_attn.", "q_proj k_proj v_proj out_proj"),
+            "self": _proj("self_attn.", "q_proj k_proj v_proj out_proj", "self_attn"),
+            "cross": _proj("encoder_attn.", "q_proj k_proj v_proj out_proj", "encoder_attn"),
         },
         ffn={"w1": "fc1", "w2": "fc2", "block": "final_layer_norm"},
         post_ln=True,
@@ -180,7 +187,8 @@ register_architecture(
         "gpt2",
         ("gpt2",),
         stacks={"h": "decoder"},
-        attention={"self": {"q": "attn.c_attn:0/3", "k": "attn.c_attn:1/3", "v": "attn.c_attn:2/3", "o": "attn.c_proj"}},
+        attention={"self": {"q": "attn.c_attn:0/3", "k": "attn.c_attn:1/3", "v": "attn.c_attn:2/3", "o": "attn.c_proj",
+                            "heads": "attn"}},
         ffn={"w1": "mlp.c_fc", "w2": "mlp.c_proj"},
         post_ln=False,
         heads=("score",),
@@ -192,7 +200,7 @@ register_architecture(
         "llama",
         ("llama", "mistral", "qwen2"),
         stacks={"layers": "decoder"},
-        attention={"self": _proj("self_attn.", "q_proj k_proj v_proj o_proj")},
+        attention={"self": _proj("self_attn.", "q_proj k_proj v_proj o_proj", "self_attn")},
         ffn={"w1": ("mlp.gate_proj", "mlp.up_proj"), "w2": "mlp.down_proj"},
         post_ln=False,
         heads=("score",),

@@ -18,7 +18,7 @@ from torch import nn
 
 from peft_space.design import Design
 from peft_space.errors import DesignError
-from peft_space.inject import apply, head_modules, insertions, remove
+from peft_space.inject import added_modules, apply, head_modules, remove
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def count_budget(model: nn.Module, design: Design) -> Budget:
 
 
 def _count(model: nn.Module) -> Budget:
-    inserted = insertions(model)
+    inserted = added_modules(model)
     added = {id(p) for m in inserted for p in m.parameters()}
     head = {id(p): p for m in head_modules(model) for p in m.parameters()}
     pretrained = sum(p.numel() for p in model.parameters() if id(p) not in added and id(p) not in head)

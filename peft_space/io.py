@@ -1,18 +1,22 @@
 """Save and load a trained modification: the design as JSON and its tensors as safetensors.
 
-Only the inserted modules and the task head are saved; the pretrained model is not. Loading applies
+Only the added modules and the task head are saved; the pretrained model is not. Prefix tuning is
+saved in its final form (each layer's P_k, P_v; the reparameterising MLP is dropped). Loading applies
 the design to a fresh copy of the base model (if it has none yet) and fills in the tensors; a file
-that does not match the design fails with a clear error instead of loading partially.
+that does not match the design fails with a clear error instead of loading partially. Only
+safetensors and JSON are read: nothing is unpickled.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorsError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from peft_space.attention import HeadInsertion, PrefixEncoder, drop_reparameterization
 from peft_space.design import Design
 from peft_space.errors import DesignError
 from peft_space.inject import PREFIX, apply, head_modules
@@ -21,13 +25,19 @@ DESIGN_FILE = "design.json"
 WEIGHTS_FILE = "modification.safetensors"
 
 
-def _trained_state(model: nn.Module) -> dict[str, object]:
+def _trained_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors a trained modification consists of, with prefixes in their final form."""
     heads = {n for n, m in model.named_children() if m in head_modules(model)}
-    return {
+    encoders = {n for n, m in model.named_children() if isinstance(m, PrefixEncoder)}
+    state = {
         name: tensor
         for name, tensor in model.state_dict().items()
-        if f".{PREFIX}" in f".{name}" or name.split(".")[0] in heads
+        if (f".{PREFIX}" in f".{name}" or name.split(".")[0] in heads) and name.split(".")[0] not in encoders
     }
+    for name, module in model.named_modules():
+        if isinstance(module, HeadInsertion) and module.prefix_form and module.prefix is None:
+            state[f"{name}.prefix"] = module.encoder.layer(module.index)
+    return state
 
 
 def save(model: nn.Module, path: str | Path) -> Path:
@@ -51,6 +61,7 @@ def load(model: nn.Module, path: str | Path) -> nn.Module:
         apply(model, design)
     elif model.peft_design != design:
         raise DesignError("design", design.id, f"the design applied to this model ({model.peft_design.id})")
+    drop_reparameterization(model)
     try:
         tensors = load_file(str(src / WEIGHTS_FILE))
     except (SafetensorsError, OSError) as err:

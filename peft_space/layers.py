@@ -17,7 +17,14 @@ from torch import nn
 Activation = str | Callable[[torch.Tensor], torch.Tensor] | None
 
 
-def _activation(activation: Activation) -> Callable[[torch.Tensor], torch.Tensor]:
+class Added(nn.Module):
+    """Base of every module a design adds to a model (found by ``apply``, ``remove`` and the budget)."""
+
+    def analytic_params(self) -> int:
+        raise NotImplementedError
+
+
+def activation_fn(activation: Activation) -> Callable[[torch.Tensor], torch.Tensor]:
     if activation is None:
         return lambda x: x
     if callable(activation):
@@ -33,7 +40,10 @@ class Bottleneck(nn.Module):
         bias = activation is not None
         self.down = nn.Linear(d_in, bottleneck, bias=bias, **factory)
         self.up = nn.Linear(bottleneck, d_out, bias=bias, **factory)
-        self.f = _activation(activation)
+        self.f = activation_fn(activation)
+        for linear in (self.down, self.up):
+            if bias:
+                nn.init.zeros_(linear.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.up(self.f(self.down(x)))
@@ -88,41 +98,36 @@ class Scaled(nn.Module):
 
 
 class Gated(nn.Module):
-    """h <- (1 - λ(x))·h + λ(x)·Δh with a learned gate λ(x) = σ(x·w), one scalar per position."""
+    """h <- (1 - λ(x))·h + λ(x)·Δh with a learned gate λ(x) = σ(x·w): one scalar per position
+    (``d_gate`` an int), or per position and head (``d_gate`` = (heads, head_dim))."""
 
-    def __init__(self, d_gate: int, values: dict[str, Any], **factory: Any) -> None:
+    def __init__(self, d_gate: int | tuple[int, ...], values: dict[str, Any], **factory: Any) -> None:
         super().__init__()
         self.w = nn.Parameter(torch.zeros(d_gate, **factory))
 
     def forward(self, h: torch.Tensor, delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        gate = torch.sigmoid(x @ self.w).unsqueeze(-1)
+        gate = torch.sigmoid((x * self.w).sum(-1, keepdim=True))
         return (1 - gate) * h + gate * delta
 
     def analytic_params(self) -> int:
         return self.w.numel()
 
 
-def init_lora(delta: nn.Module) -> None:
-    """LoRA init (Hu et al.): W_down Kaiming-uniform (as nn.Linear, a=√5), W_up zero: Δh = 0 at start."""
-    nn.init.kaiming_uniform_(delta.down.weight, a=math.sqrt(5))
-    nn.init.zeros_(delta.up.weight)
-    _zero_biases(delta)
+def init_lora(down: torch.Tensor, up: torch.Tensor) -> None:
+    """LoRA init (Hu et al.): W_down Kaiming-uniform with a=√5 as nn.Linear and HF peft do, i.e.
+    U(±1/√fan_in) with fan_in the last axis; W_up zero, so Δh = 0 at the start."""
+    bound = 1 / math.sqrt(down.shape[-1])
+    nn.init.uniform_(down, -bound, bound)
+    nn.init.zeros_(up)
 
 
-def init_bert(delta: nn.Module) -> None:
-    """BERT init (Houlsby adapters): both projections normal(0, 0.02), biases zero."""
-    nn.init.normal_(delta.down.weight, std=0.02)
-    nn.init.normal_(delta.up.weight, std=0.02)
-    _zero_biases(delta)
+def init_bert(down: torch.Tensor, up: torch.Tensor) -> None:
+    """BERT init (Houlsby adapters): both projections normal(0, 0.02)."""
+    nn.init.normal_(down, std=0.02)
+    nn.init.normal_(up, std=0.02)
 
 
-def _zero_biases(delta: nn.Module) -> None:
-    for linear in (delta.down, delta.up):
-        if linear.bias is not None:
-            nn.init.zeros_(linear.bias)
-
-
-class Insertion(nn.Module):
+class Insertion(Added):
     """One modification at one tap: Δh from x (parallel) or h (sequential), composed into h.
 
     It is attached as a child of the module whose output is h and driven by hooks: a pre-hook on the

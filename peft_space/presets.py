@@ -90,3 +90,17 @@ register_preset(
 register_preset(
     "pa_attn_pa_ffn", "PA (attn, r=30) + PA (ffn, r=512)", attn={**PA, "bottleneck": 30}, ffn={**PA, "bottleneck": 512}
 )
+
+PREFIX = {"form": "softmax", "representation": "head", "composition": "gated"}
+register_preset("prefix", "prefix tuning (Li & Liang), exact gate", attn={**PREFIX, "bottleneck": 200})
+register_preset("prefix_nogate", "prefix tuning without the gate, h + Δh (Table 4)", attn={**PREFIX, "composition": "add", "bottleneck": 30})
+register_preset("mh_pa_attn", "multi-head parallel adapter (Table 4)", attn={**PA, "representation": "head", "bottleneck": 200})
+register_preset("prompt_tuning", "prompt tuning (Lester et al.): l input embeddings", input={"form": "prompt", "bottleneck": 100})
+register_preset(
+    "prefix_lora_ffn", "prefix tuning (attn, l=30) + LoRA (ffn, r=102)", attn={**PREFIX, "bottleneck": 30},
+    ffn={**LORA, "representation": "ffn_w1_w2", "bottleneck": 102},
+)
+register_preset(
+    "mam", "MAM adapter: prefix tuning (attn, l=30) + scaled parallel adapter (ffn, r=512, s=4, LoRA init)",
+    attn={**PREFIX, "bottleneck": 30}, ffn={**SCALED_PA, "bottleneck": 512},
+)

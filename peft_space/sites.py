@@ -19,7 +19,7 @@ ATTENTION_KINDS = ("encoder", "decoder", "cross")
 @dataclass(frozen=True)
 class Site:
     name: str
-    sublayer: str  # "attn" or "ffn"
+    sublayer: str  # "attn", "ffn" or "input"
     kinds: tuple[str, ...] = ()  # attention kinds covered (attn sites only)
     help: str = ""
 
@@ -52,3 +52,4 @@ register_site(Site("enc_attn", "attn", ("encoder",), "encoder self-attention"))
 register_site(Site("dec_attn", "attn", ("decoder",), "decoder self-attention (all attention of a decoder-only model)"))
 register_site(Site("cross_attn", "attn", ("cross",), "decoder cross-attention"))
 register_site(Site("ffn", "ffn", (), "every feed-forward sub-layer"))
+register_site(Site("input", "input", (), "the (encoder's) input embeddings"))

@@ -42,11 +42,25 @@ def lazy(module: str, name: str) -> Callable[..., Any]:
 
 @dataclass(frozen=True)
 class Form(Choice):
-    """Functional form of Δh. ``activation`` is a ``torch`` function name or a callable; ``None`` is linear."""
+    """Functional form of Δh. ``kind`` says how it is built:
+
+    - ``bottleneck``: f(x W_down) W_up with ``activation`` f (a ``torch`` function name, a callable, or
+      ``None`` for linear); inserted by hooks, or per head inside attention (``representation="head"``);
+    - ``prefix``: softmax(x W_q P_kᵀ) P_v over l prefix vectors, inside attention (prefix tuning);
+    - ``prompt``: l input embeddings prepended to the (encoder's) input (prompt tuning);
+    - ``bias``: a learned shift of the existing biases (BitFit).
+    """
 
     activation: str | Callable[[Any], Any] | None = None
-    bottleneck: bool = True  # False: no down/up projections (BitFit's bias shift)
-    needs_bias: bool = False  # True: only where the modified module already has a bias
+    kind: str = "bottleneck"
+
+    @property
+    def sized(self) -> bool:  # has a bottleneck size r or l
+        return self.kind != "bias"
+
+    @property
+    def composed(self) -> bool:  # has an insertion form and a composition function
+        return self.kind in ("bottleneck", "prefix")
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,7 @@ class Representation(Choice):
 
     sublayer: str = "attn"
     taps: tuple[tuple[str, str], ...] = ()
+    inside_attention: bool = False  # modifies head outputs through the attention function
 
 
 @dataclass(frozen=True)
@@ -77,41 +92,67 @@ class Init(Choice):
     apply: Callable[..., Any] | None = None
 
 
-def _has_bottleneck(values: Values) -> bool:
-    return FORM[values["form"]].bottleneck
+def _form(values: Values) -> Form:
+    return FORM[values["form"]]
 
 
-def _representation_fits_site(rep: Representation, values: Values) -> str | None:
-    sublayer = SITES[values["site"]].sublayer
-    if rep.sublayer == sublayer:
+def _sublayer(values: Values) -> str:
+    return SITES[values["site"]].sublayer
+
+
+def _form_fits_site(form: Form, values: Values) -> str | None:
+    if (form.kind == "prompt") == (_sublayer(values) == "input"):
         return None
-    return f"a {sublayer} representation at site {values['site']!r}: " + ", ".join(
-        repr(k) for k in REPRESENTATION if REPRESENTATION[k].sublayer == sublayer
-    )
+    return "'prompt' at the input site, any other form elsewhere"
+
+
+def _representation_fits(rep: Representation, values: Values) -> str | None:
+    sublayer, form = _sublayer(values), _form(values)
+    if rep.sublayer != sublayer:
+        return f"a {sublayer} representation at site {values['site']!r}: " + ", ".join(
+            repr(k) for k in REPRESENTATION if REPRESENTATION[k].sublayer == sublayer
+        )
+    if form.kind == "prefix" and not rep.inside_attention:
+        return "'head' for the softmax form (prefix vectors modify the head outputs)"
+    if rep.inside_attention and not form.composed:
+        return f"another representation: 'head' takes bottleneck and softmax forms, not {form.name!r}"
+    if rep.inside_attention and values.get("insertion") == "sequential":
+        return "another representation: 'head' takes parallel insertion only (Δh from x W_q)"
+    return None
+
+
+def _insertion_fits(insertion: InsertionForm, values: Values) -> str | None:
+    if _form(values).kind == "prefix" and not insertion.parallel:
+        return "'parallel' for the softmax form (prefix tuning computes Δh from x)"
+    return None
 
 
 FORM: Categorical[Form] = Categorical(
-    "form", help="functional form of the modification Δh", default="relu"
+    "form",
+    help="functional form of the modification Δh",
+    default=lambda values: "prompt" if _sublayer(values) == "input" else "relu",
+    check=_form_fits_site,
 )
 INSERTION: Categorical[InsertionForm] = Categorical(
     "insertion",
     help="sequential (Δh from h) or parallel (Δh from the sub-layer input x)",
     default="parallel",
-    active=_has_bottleneck,
-    active_doc="for forms with a bottleneck",
+    active=lambda values: _form(values).composed,
+    active_doc="for bottleneck and softmax forms",
+    check=_insertion_fits,
 )
 REPRESENTATION: Categorical[Representation] = Categorical(
     "representation",
     help="the hidden state that is modified",
-    default=lambda values: "attn" if SITES[values["site"]].sublayer == "attn" else "ffn",
-    check=_representation_fits_site,
+    default=lambda values: next(k for k in REPRESENTATION if REPRESENTATION[k].sublayer == _sublayer(values)),
+    check=_representation_fits,
 )
 COMPOSITION: Categorical[Composition] = Categorical(
     "composition",
     help="how Δh is composed with h",
-    default="add",
-    active=_has_bottleneck,
-    active_doc="for forms with a bottleneck",
+    default=lambda values: "gated" if _form(values).kind == "prefix" else "add",
+    active=lambda values: _form(values).composed,
+    active_doc="for bottleneck and softmax forms",
 )
 SCALE = Float(
     "scale",
@@ -137,15 +178,15 @@ BOTTLENECK = Integer(
     high=65536,
     log=True,
     default=64,
-    active=_has_bottleneck,
-    active_doc="for forms with a bottleneck",
+    active=lambda values: _form(values).sized,
+    active_doc="for forms with a size",
 )
 INIT: Categorical[Init] = Categorical(
     "init",
     help="initialisation of the projections",
     default="lora",
-    active=_has_bottleneck,
-    active_doc="for forms with a bottleneck",
+    active=lambda values: _form(values).kind == "bottleneck",
+    active_doc="for bottleneck forms",
 )
 
 for _dimension in (FORM, INSERTION, REPRESENTATION, COMPOSITION, SCALE, LEARN_SCALE, BOTTLENECK, INIT):
@@ -154,14 +195,18 @@ for _dimension in (FORM, INSERTION, REPRESENTATION, COMPOSITION, SCALE, LEARN_SC
 FORM.register(Form("linear", "x W_down W_up (LoRA)", activation=None))
 FORM.register(Form("relu", "ReLU(x W_down) W_up (adapters)", activation="relu"))
 FORM.register(Form("gelu", "GELU(x W_down) W_up", activation="gelu"))
-FORM.register(Form("bias", "a learned shift of the existing biases (BitFit)", bottleneck=False, needs_bias=True))
+FORM.register(Form("softmax", "softmax(x W_q P_kᵀ) P_v over l prefix vectors (prefix tuning)", kind="prefix"))
+FORM.register(Form("prompt", "l input embeddings prepended to the input (prompt tuning)", kind="prompt"))
+FORM.register(Form("bias", "a learned shift of the existing biases (BitFit)", kind="bias"))
 
 INSERTION.register(InsertionForm("sequential", "h <- h + Δh(h)", parallel=False))
 INSERTION.register(InsertionForm("parallel", "h <- h + Δh(x)", parallel=True))
 
 ATTN, FFN = "attn", "ffn"
 for _rep in (
+    Representation("embeddings", "the input embeddings (prompt tuning)", "input", (("embed", "embed"),)),
     Representation("attn", "attention sub-layer output", ATTN, (("q", "o"),)),
+    Representation("head", "attention head outputs (multi-head)", ATTN, (("heads", "heads"),), inside_attention=True),
     Representation("query", "query projection", ATTN, (("q", "q"),)),
     Representation("key", "key projection", ATTN, (("k", "k"),)),
     Representation("value", "value projection", ATTN, (("v", "v"),)),
@@ -177,7 +222,10 @@ for _rep in (
 
 COMPOSITION.register(Composition("add", "h + Δh", build=lazy("peft_space.layers", "Add")))
 COMPOSITION.register(Composition("scaled", "h + s·Δh", build=lazy("peft_space.layers", "Scaled")))
-COMPOSITION.register(Composition("gated", "(1-λ)h + λΔh, λ = σ(x·w)", build=lazy("peft_space.layers", "Gated")))
+COMPOSITION.register(
+    Composition("gated", "(1-λ)h + λΔh: prefix tuning's exact λ(x) for softmax, σ(x·w) otherwise",
+                build=lazy("peft_space.layers", "Gated"))
+)
 
 INIT.register(Init("lora", "Kaiming-uniform down, zero up", apply=lazy("peft_space.layers", "init_lora")))
 INIT.register(Init("bert", "normal(0, 0.02) down and up", apply=lazy("peft_space.layers", "init_bert")))

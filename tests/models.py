@@ -21,7 +21,7 @@ def _bert_config(**kw: object) -> T.BertConfig:
 def _bart_config(cls: type) -> T.PretrainedConfig:
     return cls(d_model=H, encoder_layers=2, decoder_layers=2, encoder_attention_heads=HEADS,
                decoder_attention_heads=HEADS, encoder_ffn_dim=FFN, decoder_ffn_dim=FFN, vocab_size=VOCAB,
-               max_position_embeddings=64, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2)
+               max_position_embeddings=128, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2)
 
 
 def tiny(arch: str, seed: int = 0) -> torch.nn.Module:
@@ -32,7 +32,7 @@ def tiny(arch: str, seed: int = 0) -> torch.nn.Module:
     elif arch == "roberta":
         model = T.RobertaForSequenceClassification(T.RobertaConfig(
             hidden_size=H, num_hidden_layers=2, num_attention_heads=HEADS, intermediate_size=FFN, vocab_size=VOCAB,
-            max_position_embeddings=64, num_labels=3))
+            max_position_embeddings=130, num_labels=3))
     elif arch == "bart":
         model = T.BartForConditionalGeneration(_bart_config(T.BartConfig))
     elif arch == "mbart":
@@ -43,7 +43,7 @@ def tiny(arch: str, seed: int = 0) -> torch.nn.Module:
         model = T.EncoderDecoderModel(config=config)
         model.config.decoder_start_token_id, model.config.pad_token_id = 2, 0
     elif arch == "gpt2":
-        model = T.GPT2LMHeadModel(T.GPT2Config(n_embd=H, n_layer=2, n_head=HEADS, vocab_size=VOCAB, n_positions=64,
+        model = T.GPT2LMHeadModel(T.GPT2Config(n_embd=H, n_layer=2, n_head=HEADS, vocab_size=VOCAB, n_positions=128,
                                                bos_token_id=0, eos_token_id=0))
     elif arch == "llama":
         model = T.LlamaForCausalLM(T.LlamaConfig(hidden_size=H, num_hidden_layers=2, num_attention_heads=HEADS,
