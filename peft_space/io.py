@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -64,7 +64,7 @@ def load(model: nn.Module, path: str | Path) -> nn.Module:
     drop_reparameterization(model)
     try:
         tensors = load_file(str(src / WEIGHTS_FILE))
-    except (SafetensorsError, OSError) as err:
+    except (SafetensorError, OSError) as err:
         raise DesignError(str(src / WEIGHTS_FILE), "unreadable", f"a safetensors file ({err})") from None
     expected = _trained_state(model)
     problems = sorted(set(expected) ^ set(tensors)) or [
