@@ -33,7 +33,7 @@ from peft_space.dimensions import (
     dimension,
     register_dimension,
 )
-from peft_space.errors import DesignError
+from peft_space.errors import DesignError, FieldError
 from peft_space.presets import PRESETS, preset, presets, register_preset
 from peft_space.sites import SITES, Site, register_site
 from peft_space.space import Composition, Form, Init, InsertionForm, Representation
@@ -58,7 +58,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ARCHITECTURES", "Architecture", "Boolean", "Budget", "Categorical", "Choice", "Composition", "DIMENSIONS",
-    "Design", "DesignError", "Dimension", "Float", "Form", "Init", "InsertionForm", "Integer", "Modification", "PRESETS",
+    "Design", "DesignError", "Dimension", "FieldError", "Float", "Form", "Init", "InsertionForm", "Integer", "Modification", "PRESETS",
     "Representation", "SITES", "Site", "apply", "count_budget", "dimension", "drop_reparameterization", "export_peft", "load", "preset", "presets",
     "register_architecture", "register_dimension", "register_preset", "register_site", "remove", "save",
 ]

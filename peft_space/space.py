@@ -7,14 +7,18 @@ Each value below is a small declaration; its behaviour (the torch modules) lives
 dimension               paper
 ======================  =====================================================================
 ``form``                functional form: ``linear`` (LoRA), ``relu``/``gelu`` (adapters),
-                        ``bias`` (BitFit: a learned shift of existing biases)
+                        ``softmax`` over prefix vectors (prefix tuning), ``prompt`` (prompt
+                        tuning, at the ``input`` site), ``bias`` (BitFit: a learned shift of
+                        existing biases)
 ``insertion``           ``sequential`` (input h) or ``parallel`` (input x, the sub-layer input)
-``representation``      modified representation: ``attn`` / ``ffn`` sub-layer output, ``block``
-                        (after the FFN's add & layer norm, Pfeiffer), ``query``, ``key``,
-                        ``value``, ``query_value`` (LoRA), ``ffn_w1``, ``ffn_w2``, ``ffn_w1_w2``
-``composition``         ``add``, ``scaled`` (h + s·Δh), ``gated`` ((1-λ)h + λΔh, λ = σ(x·w))
+``representation``      modified representation: ``head`` (attention head outputs), ``attn`` /
+                        ``ffn`` sub-layer output, ``block`` (after the FFN's add & layer norm,
+                        Pfeiffer), ``query``, ``key``, ``value``, ``query_value`` (LoRA),
+                        ``attn_linears``, ``ffn_w1``, ``ffn_w2``, ``ffn_w1_w2``, ``embeddings``
+``composition``         ``add``, ``scaled`` (h + s·Δh), ``gated`` ((1-λ)h + λΔh: prefix
+                        tuning's exact λ(x) for softmax, λ = σ(x·w) for other forms)
 ``scale``               s of the scaled composition; ``learn_scale`` makes it trainable
-``bottleneck``          r (or l for prefix-like forms)
+``bottleneck``          r (or l for prefix and prompt forms)
 ``init``                ``lora`` (Kaiming-uniform down, zero up) or ``bert`` (normal(0, 0.02))
 ======================  =====================================================================
 """

@@ -1,1 +1,30 @@
-"""trainers: train and evaluate one design on a task (SST-2, MNLI, XSum, WMT16 en-ro); knows nothing of search."""
+"""trainers: train and evaluate one design on a task (SST-2, MNLI, XSum, WMT16 en-ro); knows nothing of search.
+
+    from trainers import train
+    result = train("sst2", peft_space.preset("mam"), steps=200, seed=1, report=lambda step, m: print(step, m))
+    result.status, result.validation, result.test, result.budget, result.config
+
+Tasks are registered (``register_task``); data come through ``datasets`` from local files or the hub;
+the base model is loaded once per process and a fresh design applied per call. Task and
+hyper-parameter declarations import without torch; ``train`` and ``load_base`` import it on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from trainers.config import TrainConfig, resolve
+from trainers.tasks import TASKS, Task, register_task
+
+_LAZY = {"train": "trainers.loop", "Result": "trainers.loop", "load_base": "trainers.models",
+         "DEFAULT_MODEL": "trainers.models"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'trainers' has no attribute {name!r}")
+
+
+__all__ = ["DEFAULT_MODEL", "Result", "TASKS", "Task", "TrainConfig", "load_base", "register_task", "resolve", "train"]

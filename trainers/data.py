@@ -1,0 +1,67 @@
+"""Task data through ``datasets``: local files with the hub's schema first, then the hub itself.
+
+Local directories are searched in order: the one the user names, ``$PEFT_SEARCH_DATA``, and the
+``shared/data`` folder beside the repository (the real samples this project ships). A task found in
+none of them is loaded from the hub unless the hub is off (``HF_DATASETS_OFFLINE=1``); if that fails
+too, one message says what was looked for and how to supply it.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from peft_space import FieldError
+from trainers.tasks import Task
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def candidate_dirs(data_dir: str | Path | None) -> list[Path]:
+    if data_dir is not None:
+        return [Path(data_dir)]
+    env = os.environ.get("PEFT_SEARCH_DATA")
+    return [Path(env)] if env else [SHARED]
+
+
+def field(example: Mapping[str, Any], name: str) -> Any:
+    """``example["translation"]["en"]`` for ``"translation.en"``."""
+    for part in name.split("."):
+        example = example[part]
+    return example
+
+
+def load_splits(task: Task, data_dir: str | Path | None = None) -> tuple[dict[str, Any], str]:
+    """The task's splits as ``datasets.Dataset`` objects, and a description of where they came from."""
+    import datasets
+
+    dirs = candidate_dirs(data_dir)
+    for directory in dirs:
+        files = {split: directory / name for split, name in task.files.items()}
+        if all(path.is_file() for path in files.values()):
+            return _load_local(datasets, files), str(directory.resolve())
+    looked = "; ".join(str(d / name) for d in dirs for name in task.files.values())
+    how = (f"--data-dir DIR holding {', '.join(task.files.values())} (the hub's schema: fields "
+           f"{', '.join(task.inputs + (task.target,))})")
+    if data_dir is None and os.environ.get("HF_DATASETS_OFFLINE") != "1":
+        try:
+            loaded = datasets.load_dataset(*task.hub)
+            return {ours: loaded[theirs] for ours, theirs in task.hub_splits.items()}, f"hub:{task.hub[0]}/{task.hub[1]}"
+        except Exception as err:  # no network, unknown dataset, ...: say what was tried
+            how += f"; the hub failed too ({type(err).__name__}: {str(err)[:120]})"
+    else:
+        how += "; the hub is off (HF_DATASETS_OFFLINE=1)" if data_dir is None else ""
+    raise FieldError("data", task.name, f"files found at {looked}; supply {how}")
+
+
+def _load_local(datasets: Any, files: dict[str, Path]) -> dict[str, Any]:
+    suffixes = {path.suffix for path in files.values()}
+    if suffixes == {".tsv"}:
+        loaded = datasets.load_dataset("csv", data_files={k: str(v) for k, v in files.items()}, delimiter="\t",
+                                       quoting=csv.QUOTE_NONE)
+    else:
+        loaded = datasets.load_dataset("json", data_files={k: str(v) for k, v in files.items()})
+    return dict(loaded)

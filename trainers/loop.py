@@ -1,0 +1,324 @@
+"""Train one design on one task and evaluate it.
+
+``train(task, design, ...)`` is the whole trainer: it knows nothing of Ray, Optuna or MLflow. Progress
+goes to ``report(step, metrics)`` after each evaluation; a callback that returns ``True`` stops the run
+(that is how ASHA stops a trial). A NaN or infinite loss ends the run with ``status="failed"`` and the
+reason, never an exception in the caller's face.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from typing import Any
+
+import torch
+from torch import nn
+
+import peft_space
+from peft_space import FieldError
+from trainers.config import TrainConfig, resolve
+from trainers.data import field as get_field, load_splits
+from trainers.metrics import normalise
+from trainers.models import Base, load_base, prepare
+from trainers.tasks import TASKS, Task
+
+Report = Callable[[int, dict[str, float]], bool | None]
+
+
+@dataclass
+class Result:
+    status: str  # "completed", "stopped" (by the callback) or "failed"
+    step: int  # optimiser steps taken
+    validation: dict[str, float]  # the last validation metrics
+    test: dict[str, float]  # final metrics on the test split (validation where a task has no test split)
+    history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    budget: dict[str, float] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)  # everything needed to reproduce the run
+    error: str | None = None
+    train_seconds: float = 0.0
+    examples_per_second: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Diverged(RuntimeError):
+    pass
+
+
+def task_by_name(name: str | Task) -> Task:
+    if isinstance(name, Task):
+        return name
+    if name not in TASKS:
+        raise FieldError("task", name, "one of " + ", ".join(map(repr, TASKS)))
+    return TASKS[name]
+
+
+FULL = "full"  # the design name of full fine-tuning
+
+
+def train(
+    task: str | Task,
+    design: peft_space.Design | None,
+    *,
+    model: str = "minilm",
+    seed: int = 0,
+    data_dir: str | None = None,
+    report: Report | None = None,
+    progress: bool = True,
+    **overrides: Any,
+) -> Result:
+    """Train ``design`` on ``task`` from ``model`` with the task's recipe and ``overrides`` (see ``TrainConfig``).
+
+    ``design=None`` is full fine-tuning (every parameter trains; the base weights are restored afterwards
+    by the next call)."""
+    task = task_by_name(task)
+    config = resolve(task, overrides)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    splits, source = load_splits(task, data_dir)
+    base = load_base(model, task.kind, task.num_labels)
+    run = Run(task, config, base, seed)
+    budget = _budget(base, design)
+    run.model = prepare(base, design, seed).to(run.device)
+    resolved = {"task": task.name, "model": model, "model_path": base.path, "seed": seed, "data": source,
+                "design": design.to_dict() if design else {}, "design_id": design.id if design else FULL,
+                **asdict(config), "device": str(run.device), "threads": torch.get_num_threads(),
+                "uncased_metrics": base.uncased and task.kind == "seq2seq", **versions()}
+    return run.fit(splits, report, progress, resolved, budget)
+
+
+def _budget(base: Base, design: peft_space.Design | None) -> dict[str, float]:
+    """The design's budget; full fine-tuning tunes every pretrained parameter (100%)."""
+    if getattr(base.model, "peft_design", None) is not None:
+        peft_space.remove(base.model)
+    base.restore()
+    budget = peft_space.count_budget(base.model, design or peft_space.Design({}))
+    if design is None:
+        budget = type(budget)(budget.pretrained, budget.pretrained, budget.pretrained, budget.head)
+    new = sum(base.model.get_parameter(n).numel() for n in base.new_params)
+    return {**asdict(budget), "pct_analytic": budget.pct_analytic, "pct_actual": budget.pct_actual, "new": new}
+
+
+def versions() -> dict[str, str]:
+    names = ("peft-search", "torch", "transformers", "datasets", "rouge-score", "sacrebleu")
+    found = {}
+    for name in names:
+        try:
+            found[f"version.{name}"] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[f"version.{name}"] = "absent"
+    return found
+
+
+class Run:
+    """The state of one training run: model, data, optimiser and the evaluation routines."""
+
+    def __init__(self, task: Task, config: TrainConfig, base: Base, seed: int) -> None:
+        self.task, self.config, self.base, self.seed = task, config, base, seed
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        precision = config.precision if config.precision != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
+        self.autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.model: nn.Module
+
+    # -- data ------------------------------------------------------------------------------------------
+    def encode(self, dataset: Any, limit: int) -> list[dict[str, Any]]:
+        rows = dataset.select(range(min(limit, len(dataset)))) if limit else dataset
+        tokenizer, c = self.base.tokenizer, self.config
+        texts = [[get_field(r, name) for r in rows] for name in self.task.inputs]
+        encoded = tokenizer(*texts, truncation=True, max_length=c.max_source_length)
+        targets = [get_field(r, self.task.target) for r in rows]
+        if self.task.kind == "seq2seq":
+            labels = tokenizer(targets, truncation=True, max_length=c.max_target_length)["input_ids"]
+        else:
+            labels = targets
+        keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in encoded]
+        return [{**{k: encoded[k][i] for k in keys}, "labels": labels[i], "reference": targets[i]} for i in range(len(targets))]
+
+    def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in examples[0]]
+        batch = self.base.tokenizer.pad([{k: e[k] for k in keys} for e in examples], return_tensors="pt")
+        if self.task.kind == "seq2seq":
+            width = max(len(e["labels"]) for e in examples)
+            batch["labels"] = torch.tensor([e["labels"] + [-100] * (width - len(e["labels"])) for e in examples])
+        else:
+            batch["labels"] = torch.tensor([e["labels"] for e in examples])
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def micro_batches(self, examples: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+        """Endless seeded shuffles of the training set, cut into micro-batches."""
+        generator = torch.Generator().manual_seed(self.seed)
+        while True:
+            order = torch.randperm(len(examples), generator=generator).tolist()
+            for i in range(0, len(order), self.config.micro_batch):
+                yield [examples[j] for j in order[i : i + self.config.micro_batch]]
+
+    def optimiser_batches(self, examples: list[dict[str, Any]]) -> Iterator[list[list[dict[str, Any]]]]:
+        """Groups of micro-batches that make one optimiser step: ``batch_size`` sentences or ``batch_tokens`` tokens."""
+        micro, c = self.micro_batches(examples), self.config
+        while True:
+            group, sentences, tokens = [], 0, 0
+            while (tokens < c.batch_tokens) if c.batch_tokens else (sentences < c.batch_size):
+                chunk = next(micro)
+                group.append(chunk)
+                sentences += len(chunk)
+                tokens += sum(len(e["input_ids"]) + len(e["labels"]) if self.task.kind == "seq2seq" else len(e["input_ids"])
+                              for e in chunk)
+            yield group
+
+    # -- loss and evaluation ---------------------------------------------------------------------------
+    def loss(self, batch: dict[str, torch.Tensor], smoothing: float) -> tuple[torch.Tensor, int]:
+        """Mean token (or sentence) cross-entropy and the number of items it averages."""
+        with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+            logits = self.model(**batch).logits.float()
+        labels = batch["labels"]
+        if self.task.kind == "classification":
+            return nn.functional.cross_entropy(logits, labels, label_smoothing=smoothing), labels.numel()
+        flat = logits.reshape(-1, logits.shape[-1])
+        count = int((labels != -100).sum())
+        return nn.functional.cross_entropy(flat, labels.reshape(-1), ignore_index=-100, label_smoothing=smoothing), count
+
+    @torch.no_grad()
+    def evaluate(self, examples: list[dict[str, Any]], generate: bool) -> dict[str, float]:
+        self.model.eval()
+        try:
+            return self._classify(examples) if self.task.kind == "classification" else self._seq2seq(examples, generate)
+        finally:
+            self.model.train()
+
+    def _classify(self, examples: list[dict[str, Any]]) -> dict[str, float]:
+        predictions, total_loss = [], 0.0
+        for i in range(0, len(examples), self.config.micro_batch):
+            batch = self.collate(examples[i : i + self.config.micro_batch])
+            with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+                logits = self.model(**batch).logits.float()
+            total_loss += float(nn.functional.cross_entropy(logits, batch["labels"], reduction="sum"))
+            predictions += logits.argmax(-1).tolist()
+        metrics = self.task.metric(predictions, [e["labels"] for e in examples])
+        return {**metrics, "loss": total_loss / len(examples)}
+
+    def _seq2seq(self, examples: list[dict[str, Any]], generate: bool) -> dict[str, float]:
+        nll, tokens, predictions = 0.0, 0, []
+        for i in range(0, len(examples), self.config.micro_batch):
+            batch = self.collate(examples[i : i + self.config.micro_batch])
+            loss, count = self.loss(batch, 0.0)
+            nll, tokens = nll + float(loss) * count, tokens + count
+            if generate:
+                predictions += self.generate(batch)
+        metrics = {"perplexity": math.exp(min(nll / max(1, tokens), 50.0))}
+        if generate:
+            references = [e["reference"] for e in examples]
+            if self.base.uncased:
+                predictions, references = [normalise(p) for p in predictions], [normalise(r) for r in references]
+            metrics |= self.task.metric(predictions, references)
+        return metrics
+
+    def generate(self, batch: dict[str, torch.Tensor]) -> list[str]:
+        c = self.config
+        with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+            out = self.model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                      num_beams=c.num_beams, min_new_tokens=c.min_generate,
+                                      max_new_tokens=c.max_generate, do_sample=False)
+        return self.base.tokenizer.batch_decode(out, skip_special_tokens=True)
+
+    def validate(self, examples: list[dict[str, Any]]) -> dict[str, float]:
+        """Validation metrics; generation only where the validation metric needs it (XSum's ROUGE-2)."""
+        return self.evaluate(examples, generate=self.task.validation_metric not in ("perplexity", "loss", "accuracy"))
+
+    # -- the loop --------------------------------------------------------------------------------------
+    def fit(self, splits: dict[str, Any], report: Report | None, show: bool, config: dict, budget: dict) -> Result:
+        c = self.config
+        for module in self.model.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = c.dropout
+        train_set = self.encode(splits["train"], c.train_examples)
+        valid_set = self.encode(splits["validation"], c.eval_examples)
+        test_set = self.encode(splits["test"], c.eval_examples) if "test" in splits else valid_set
+        per_step = c.batch_size if not c.batch_tokens else max(1, c.batch_tokens // 64)
+        total = c.steps or max(1, math.ceil(c.epochs * len(train_set) / per_step))
+        config |= {"total_steps": total, "train_size": len(train_set), "validation_size": len(valid_set),
+                   "test_split": "test" if "test" in splits else "validation"}
+        every = c.eval_every or max(1, total // 5)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimiser = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, _linear(total, round(c.warmup_ratio * total)))
+        result = Result("completed", 0, {}, {}, budget=budget, config=config)
+        torch.manual_seed(self.seed)  # dropout draws
+        self.model.train()
+        seen, start = 0, time.perf_counter()
+        with _progress(show, total, f"{self.task.name} {config['design_id']}") as bar:
+            for step, group in zip(range(1, total + 1), self.optimiser_batches(train_set)):
+                try:
+                    loss = self._step(group, params, optimiser)
+                except Diverged as err:
+                    result.status, result.error, result.step = "failed", f"{err} at step {step}", step
+                    break
+                schedule.step()
+                seen += sum(len(chunk) for chunk in group)
+                result.step = step
+                bar(step, loss, seen / (time.perf_counter() - start))
+                if step % every == 0 or step == total:
+                    result.validation = self.validate(valid_set)
+                    result.history.append((step, result.validation))
+                    if report is not None and report(step, result.validation) and step < total:
+                        result.status = "stopped"
+                        break
+        result.train_seconds = time.perf_counter() - start
+        result.examples_per_second = seen / max(result.train_seconds, 1e-9)
+        if result.status == "completed":
+            result.test = self.evaluate(test_set, generate=True)
+        return result
+
+    def _step(self, group: list[list[dict[str, Any]]], params: list[nn.Parameter], optimiser: Any) -> float:
+        batches = [self.collate(chunk) for chunk in group]
+        losses = [self.loss(batch, self.config.label_smoothing) for batch in batches]
+        total_items = sum(count for _, count in losses)
+        value = 0.0
+        for loss, count in losses:
+            if not torch.isfinite(loss):
+                raise Diverged(f"loss became {float(loss)}")
+            (loss * count / total_items).backward()
+            value += float(loss) * count / total_items
+        if self.config.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
+        optimiser.step()
+        optimiser.zero_grad(set_to_none=True)
+        return value
+
+
+def _linear(total: int, warmup: int) -> Callable[[int], float]:
+    """Linear warm-up from 0, then linear decay to 0 (the paper's polynomial schedule of degree 1)."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+class _progress:
+    """A rich progress bar (step, loss, examples/s), or nothing when switched off."""
+
+    def __init__(self, show: bool, total: int, label: str) -> None:
+        self.show, self.total, self.label = show, total, label
+
+    def __enter__(self) -> Callable[[int, float, float], None]:
+        if not self.show:
+            return lambda *_: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("loss {task.fields[loss]:.4f} · {task.fields[speed]:.1f} ex/s"),
+                            TimeRemainingColumn(), transient=False)
+        self.bar.__enter__()
+        job = self.bar.add_task(self.label, total=self.total, loss=float("nan"), speed=0.0)
+        return lambda step, loss, speed: self.bar.update(job, completed=step, loss=loss, speed=speed)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.show:
+            self.bar.__exit__(*exc)

@@ -1,0 +1,75 @@
+"""The paper's four tasks (§4.1, Appendix A) and a registry for more.
+
+A ``Task`` says where its data lives (hub name and local files with the same schema), how an example
+becomes model input, which metrics it reports, and its training recipe (Table 8). A user adds a task
+with ``register_task(Task(...))``; the trainer needs no change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainers.metrics import accuracy, bleu, rouge
+
+Metric = Callable[[list[Any], list[Any]], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    kind: str  # "classification" | "seq2seq"
+    hub: tuple[str, str | None]  # datasets.load_dataset(path, name)
+    hub_splits: Mapping[str, str]  # our split name -> the hub's
+    files: Mapping[str, str]  # split -> file under the data directory (json lines, or tsv)
+    inputs: tuple[str, ...]  # text fields (one or a pair for classification; the source for seq2seq)
+    target: str  # label field, or the target text field ("translation.ro" reads a nested field)
+    metric: Metric  # computed on the test split (and on validation for classification)
+    validation_metric: str  # the metric ASHA and reports watch
+    higher_is_better: bool
+    recipe: Mapping[str, Any] = field(default_factory=dict)  # overrides of TrainConfig's defaults
+    num_labels: int = 0
+    help: str = ""
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    if task.name in TASKS:
+        raise ValueError(f"task {task.name!r} is already registered")
+    TASKS[task.name] = task
+    return task
+
+
+CLASSIFICATION = {"lr": 1e-4, "batch_size": 32, "label_smoothing": 0.0, "max_grad_norm": 1.0, "weight_decay": 0.1,
+                  "warmup_ratio": 0.06, "max_source_length": 512, "epochs": 10}
+GENERATION = {"lr": 5e-5, "label_smoothing": 0.1, "weight_decay": 0.01, "warmup_ratio": 0.0}
+
+register_task(Task(
+    "sst2", "classification", ("glue", "sst2"), {"train": "train", "validation": "validation"},
+    {"train": "sst2/train.tsv", "validation": "sst2/validation.tsv"}, ("sentence",), "label", accuracy, "accuracy",
+    True, CLASSIFICATION, num_labels=2, help="SST-2 sentiment (GLUE), accuracy",
+))
+register_task(Task(
+    "mnli", "classification", ("glue", "mnli"), {"train": "train", "validation": "validation_matched"},
+    {"train": "mnli/train.jsonl", "validation": "mnli/validation.jsonl"}, ("premise", "hypothesis"), "label", accuracy,
+    "accuracy", True, CLASSIFICATION, num_labels=3, help="MNLI entailment (GLUE, matched validation), accuracy",
+))
+register_task(Task(
+    "xsum", "seq2seq", ("EdinburghNLP/xsum", None), {"train": "train", "validation": "validation", "test": "test"},
+    {"train": "xsum/train.jsonl", "validation": "xsum/validation.jsonl", "test": "xsum/test.jsonl"}, ("document",),
+    "summary", rouge, "rouge2", True,
+    {**GENERATION, "batch_size": 64, "max_grad_norm": 0.1, "max_source_length": 512, "max_target_length": 128,
+     "num_beams": 5, "min_generate": 10, "max_generate": 60, "steps": 100_000},
+    help="XSum summarisation, ROUGE-1/2/L (rouge-score, stemming); validation ROUGE-2",
+))
+register_task(Task(
+    "wmt16_en_ro", "seq2seq", ("wmt16", "ro-en"), {"train": "train", "validation": "validation", "test": "test"},
+    {"train": "wmt16_en_ro/train.jsonl", "validation": "wmt16_en_ro/validation.jsonl", "test": "wmt16_en_ro/test.jsonl"},
+    ("translation.en",), "translation.ro", bleu, "perplexity", False,
+    {**GENERATION, "batch_tokens": 16_384, "max_grad_norm": 1.0, "max_source_length": 150, "max_target_length": 150,
+     "num_beams": 6, "min_generate": 1, "max_generate": 200, "steps": 50_000},
+    help="WMT16 English→Romanian translation, BLEU (sacrebleu); validation perplexity",
+))
