@@ -9,8 +9,9 @@ Model: a MiniLM-sized BERT (hidden 384, 6 layers, 12 heads, FFN 1536; random ini
 Each measurement runs in its own process and times ``--steps`` steps after ``--warmup`` steps; its median
 step is one sample. Memory is that process's peak: its max RSS (``getrusage``), and the training peak =
 max RSS − the RSS once Python, torch, transformers and peft are imported and before the model is built
-(the ~0.6 GB of library code is the same for every configuration and would only dilute the ratios). Rounds interleave every configuration (full, ours, peft, full, ...), so slow
-drift of the machine hits all of them alike. Reported: the median over rounds and the spread (min–max).
+(the ~0.4 GB of library code is the same for every configuration and would only dilute the ratios).
+Rounds interleave every configuration (full, ours, peft, full, ...), so slow drift of the machine hits
+all of them alike. Reported: the median over rounds and the spread (min–max).
 
 Preset sizes are the paper's BART-large sizes scaled by 384/1024, except those compared with HF PEFT,
 which use PEFT's common sizes (LoRA q,v r=8; LoRA FFN r=64; prefix l=30; prompt l=30).

@@ -282,7 +282,7 @@ class Run:
             if not torch.isfinite(loss):
                 raise Diverged(f"loss became {float(loss)}")
             (loss * count / total_items).backward()
-            value += float(loss) * count / total_items
+            value += loss.item() * count / total_items
         if self.config.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
         optimiser.step()
