@@ -22,7 +22,7 @@ MAM = peft_space.preset("mam", **{"attn.bottleneck": 30, "ffn.bottleneck": 192})
 def measure(task: str, design: peft_space.Design | None, args: argparse.Namespace) -> float:
     common = dict(micro_batch=16, batch_size=16, batch_tokens=0, train_examples=16 * (args.steps + 1), eval_examples=1,
                   max_source_length=args.max_length, max_target_length=args.max_length // 2, eval_every=10**9,
-                  num_beams=1, max_generate=2, progress=False)
+                  num_beams=1, min_generate=1, max_generate=2, progress=False)
     return trainers.train(task, design, steps=args.steps, **common).examples_per_second
 
 

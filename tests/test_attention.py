@@ -173,3 +173,23 @@ def test_bart_beam_search_with_a_kv_cache_equals_without(name):
         uncached = model.generate(**kwargs, use_cache=False)
     assert cached.shape[0] == 2 and cached.shape[1] >= 7
     assert torch.equal(cached, uncached)
+
+
+@pytest.mark.parametrize("arch", ["bart", "llama"])
+@pytest.mark.parametrize("point", [
+    {"form": "linear", "representation": "head", "composition": "scaled", "scale": 2.0},  # multi-head LoRA
+    {"form": "relu", "representation": "head", "composition": "gated"},  # gated multi-head PA: λ = σ(q_i · w_i)
+    {"form": "softmax", "representation": "head", "composition": "scaled", "learn_scale": True},
+])
+def test_other_points_inside_attention_train(arch, point):
+    model, inputs = tiny(arch), batch(arch)
+    peft_space.apply(model, peft_space.Design({"attn": {**point, "bottleneck": 4}}))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=1e-2)
+    first = model(**inputs).loss
+    for _ in range(4):
+        optimizer.zero_grad()
+        model(**inputs).loss.backward()
+        optimizer.step()
+    assert model(**inputs).loss < first
+    assert all(p.grad is not None for p in params)
