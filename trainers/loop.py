@@ -280,7 +280,7 @@ class Run:
         value = 0.0
         for loss, count in losses:
             if not torch.isfinite(loss):
-                raise Diverged(f"loss became {float(loss)}")
+                raise Diverged(f"loss became {loss.item()}")
             (loss * count / total_items).backward()
             value += loss.item() * count / total_items
         if self.config.max_grad_norm:
