@@ -105,9 +105,12 @@ def _sublayer(values: Values) -> str:
 
 
 def _form_fits_site(form: Form, values: Values) -> str | None:
-    if (form.kind == "prompt") == (_sublayer(values) == "input"):
-        return None
-    return "'prompt' at the input site, any other form elsewhere"
+    sublayer = _sublayer(values)
+    if (form.kind == "prompt") != (sublayer == "input"):
+        return "'prompt' at the input site, any other form elsewhere"
+    if form.kind == "prefix" and sublayer != "attn":
+        return "'softmax' only at attention sites (prefix vectors extend the keys and values)"
+    return None
 
 
 def _representation_fits(rep: Representation, values: Values) -> str | None:

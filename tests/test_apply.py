@@ -139,7 +139,7 @@ def test_bart_encoder_decoder_attention_kinds_each_get_their_own_modules():
 
 
 def test_gpt2_fused_qkv_lora_modifies_only_its_slices():
-    model, inputs = tiny("gpt2"), batch("gpt2")
+    model = tiny("gpt2")
     peft_space.apply(model, peft_space.preset("lora_attn", bottleneck=2, init="bert"))
     c_attn = model.transformer.h[0].attn.c_attn
     x = torch.randn(1, 3, 32)

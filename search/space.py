@@ -1,0 +1,126 @@
+"""The Optuna search space, derived from ``peft_space``'s declarations (nothing here names a dimension).
+
+For each searched site the trial first picks ``{site}.form`` among ``"none"`` (leave the site alone) and
+the forms that fit the site, then every *active* dimension in declaration order — so ``scale`` is only
+sampled for ``composition="scaled"``, and MAM (softmax at ``attn`` + scaled parallel adapter at ``ffn``),
+PA+PA and prefix+LoRA are all reachable. A dimension or value a user registers appears here unchanged.
+
+Optuna needs one fixed distribution per parameter name, but the rules narrow some choices in context
+(the softmax form only takes ``representation="head"``). So a categorical parameter is named by its flat
+design key where every registered value is open, and by the key plus its choice set where the rules
+narrowed it (``attn.representation[head]``); a narrowed set of one value is not sampled at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from peft_space import Categorical, Design
+from peft_space.dimensions import DIMENSIONS, Boolean, Dimension, Float, Integer
+
+NONE = "none"
+
+
+class Trial(Protocol):  # the part of optuna.Trial used here (also satisfied by optuna.trial.FixedTrial)
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
+    def suggest_int(self, name: str, low: int, high: int, *, log: bool = False) -> int: ...
+    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float: ...
+
+
+@dataclass(frozen=True)
+class Space:
+    """What to search: sites, allowed values per dimension (default: all) and numeric ranges."""
+
+    sites: tuple[str, ...] = ("attn", "ffn")
+    values: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # dimension -> allowed values
+    ranges: Mapping[str, tuple[float, float]] = field(default_factory=lambda: {"bottleneck": (1, 512), "scale": (0.5, 8.0)})
+
+
+def suggest(trial: Trial, space: Space) -> Design:
+    """Sample one design. An all-"none" trial is the frozen model with only the task head trained."""
+    sites: dict[str, dict[str, Any]] = {}
+    for site in space.sites:
+        values: dict[str, Any] = {"site": site}
+        for dim in DIMENSIONS:
+            if not dim.active(values):
+                continue
+            value = _suggest(trial, dim, values, space)
+            if value == NONE:
+                break
+            values[dim.name] = value
+        else:
+            del values["site"]
+            sites[site] = values
+    return Design(sites)
+
+
+def _suggest(trial: Trial, dim: Dimension, values: dict[str, Any], space: Space) -> Any:
+    key = f"{values['site']}.{dim.name}"
+    if isinstance(dim, Categorical):
+        allowed = [c for c in dim.choices(values) if c in space.values.get(dim.name, dim.choices())]
+        if dim.name == "form":
+            return trial.suggest_categorical(key, [NONE, *allowed])
+        if not allowed:
+            raise ValueError(f"{key}: the search space leaves no value")
+        if len(allowed) == 1:
+            return allowed[0]
+        name = key if allowed == dim.choices() else f"{key}[{','.join(allowed)}]"
+        return trial.suggest_categorical(name, allowed)
+    if isinstance(dim, Boolean):
+        return trial.suggest_categorical(key, list(space.values.get(dim.name, (False, True))))
+    low, high = space.ranges.get(dim.name, (dim.low, dim.high))
+    if isinstance(dim, Integer):
+        return trial.suggest_int(key, int(low), int(high), log=dim.log)
+    if isinstance(dim, Float):
+        return trial.suggest_float(key, float(low), float(high), log=dim.log)
+    raise TypeError(f"{key}: no Optuna distribution for a {type(dim).__name__} dimension")
+
+
+def params_of(design: Design, space: Space) -> dict[str, Any]:
+    """The Optuna parameters that make ``suggest`` return ``design`` (for points_to_evaluate / enqueue_trial)."""
+    params: dict[str, Any] = {}
+    for site in space.sites:
+        mod = design.sites.get(site)
+        values: dict[str, Any] = {"site": site}
+        for dim in DIMENSIONS:
+            if not dim.active(values):
+                continue
+            value = mod[dim.name] if mod is not None else NONE
+            _Recorder(params, value).record(dim, values, space)
+            if value == NONE:
+                break
+            values[dim.name] = value
+    return params
+
+
+class _Recorder:
+    """A trial that answers every suggestion with a known value and remembers the parameter name."""
+
+    def __init__(self, params: dict[str, Any], value: Any) -> None:
+        self.params, self.value = params, value
+
+    def record(self, dim: Dimension, values: dict[str, Any], space: Space) -> None:
+        _suggest(self, dim, values, space)
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        if self.value not in choices:
+            raise ValueError(f"{name}: {self.value!r} is outside the search space {list(choices)}")
+        self.params[name] = self.value
+        return self.value
+
+    def suggest_int(self, name: str, low: int, high: int, *, log: bool = False) -> int:
+        return self._number(name, low, high)
+
+    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float:
+        return self._number(name, low, high)
+
+    def _number(self, name: str, low: float, high: float) -> Any:
+        if not low <= self.value <= high:
+            raise ValueError(f"{name}: {self.value!r} is outside the search range [{low}, {high}]")
+        self.params[name] = self.value
+        return self.value
+
+
+__all__ = ["NONE", "Space", "params_of", "suggest"]
