@@ -1,0 +1,86 @@
+"""Search specs: validated on load, every problem reported at once, before any heavy import."""
+
+import subprocess
+import sys
+
+import pytest
+
+from search.spec import SpecError, load, parse
+
+GOOD = """
+name: sst2-small
+task: sst2
+sites: [attn, ffn]
+values: {form: [linear, relu, softmax]}
+ranges: {bottleneck: [2, 64]}
+points_to_evaluate: [lora_attn, mam]
+preset_overrides: {mam: {attn.bottleneck: 4, ffn.bottleneck: 16}}
+budget_cap: 1%
+sampler: nsga2
+asha: {grace_period: 10, max_steps: 90}
+trials: 12
+concurrency: 2
+resources: {cpu: 1, gpu: 0.5}
+train: {lr: 1.0e-3, train_examples: 2000}
+"""
+
+
+def test_a_good_spec_loads_with_defaults_filled(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(GOOD)
+    spec = load(path)
+    assert spec.budget_cap == 1.0 and spec.sampler == "nsga2" and spec.values["form"] == ("linear", "relu", "softmax")
+    assert spec.asha == {"grace_period": 10, "reduction_factor": 3, "max_steps": 90}
+    assert spec.ranges == {"bottleneck": (2, 64), "scale": (0.5, 8.0)} and spec.resources["gpu"] == 0.5
+    assert spec.space().sites == ("attn", "ffn")
+
+
+BAD = {
+    "task": ("squad", "task: 'squad' is not allowed; allowed: one of sst2, mnli, xsum, wmt16_en_ro"),
+    "sites": (["attn", "mlp"], "sites: 'mlp' is not allowed; allowed: sites attn, enc_attn"),
+    "values": ({"form": ["tanh"]}, "values.form: 'tanh' is not allowed; allowed: one of 'linear'"),
+    "ranges": ({"bottleneck": [0, 8]}, "ranges.bottleneck: [0, 8] is not allowed; allowed: [low, high] within an integer in [1, 65536]"),
+    "points_to_evaluate": (["lora_qkv"], "points_to_evaluate: 'lora_qkv' is not allowed; allowed: presets bitfit"),
+    "preset_overrides": ({"mam": {"ffn.scale": -1}}, "preset_overrides.mam.ffn.scale: -1 is not allowed"),
+    "budget_cap": ("lots", "budget_cap: 'lots' is not allowed; allowed: a percentage in (0, 100]"),
+    "sampler": ("cmaes", "sampler: 'cmaes' is not allowed; allowed: one of tpe, nsga2, random, gp"),
+    "trials": (0, "trials: 0 is not allowed; allowed: a positive integer"),
+    "concurrency": ("two", "concurrency: 'two' is not allowed"),
+    "asha": ({"reduction_factor": 1}, "asha.reduction_factor: 1 is not allowed; allowed: an integer ≥ 2"),
+    "resources": ({"tpu": 1}, "resources.tpu: 'tpu' is not allowed; allowed: cpu, gpu"),
+    "storage": ("optuna.db", "storage: 'optuna.db' is not allowed; allowed: a URL such as sqlite:///path.db"),
+    "train": ({"lr": "fast"}, "train.lr: 'fast' is not allowed; allowed: a float"),
+    "colour": ("blue", "colour: 'blue' is not allowed; allowed: spec fields"),
+}
+
+
+@pytest.mark.parametrize("field", BAD)
+def test_each_bad_field_is_named(field):
+    value, message = BAD[field]
+    with pytest.raises(SpecError) as err:
+        parse({field: value})
+    assert message in str(err.value)
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(SpecError) as err:
+        parse({key: value for key, (value, _) in BAD.items()})
+    assert len(err.value.problems) >= len(BAD)
+    assert str(err.value).count("\n") == len(err.value.problems) - 1
+
+
+def test_files_that_are_not_specs(tmp_path):
+    (tmp_path / "broken.yaml").write_text("task: [sst2\n")
+    (tmp_path / "list.yaml").write_text("- sst2\n")
+    for name, message in [("broken.yaml", "valid YAML"), ("list.yaml", "a mapping of spec fields"),
+                          ("missing.yaml", "a readable YAML file")]:
+        with pytest.raises(SpecError, match=message):
+            load(tmp_path / name)
+
+
+def test_validation_imports_no_heavy_library(tmp_path):
+    code = ("import sys; from search.spec import parse\n"
+            "try:\n    parse({'task': 'squad'})\nexcept ValueError: pass\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'ray', 'mlflow', 'optuna') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
