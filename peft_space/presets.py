@@ -46,8 +46,8 @@ def preset(name: str, **overrides: Any) -> Design:
         site, dot, dim = key.partition(".")
         if not dot:
             if len(spec.sites) != 1:
-                raise DesignError(key, value, "site-namespaced keys for multi-site preset " + name + ": " + ", ".join(
-                    f"'{s}.{key}'" for s in spec.sites))
+                namespaced = ", ".join(f"'{s}.{key}'" for s in spec.sites)
+                raise DesignError(key, value, f"site-namespaced keys for multi-site preset {name}: {namespaced}")
             site, dim = next(iter(spec.sites)), key
         sites.setdefault(site, {})[dim] = value
     return Design(sites, defaults=spec.sites)
@@ -71,8 +71,8 @@ register_preset(
     ffn={**ADAPTER, "bottleneck": 200},
 )
 register_preset(
-    "pfeiffer", "Pfeiffer adapter: after the FFN's add & layer norm", ffn={**ADAPTER, "representation": "block",
-                                                                          "bottleneck": 600},
+    "pfeiffer", "Pfeiffer adapter: after the FFN's add & layer norm",
+    ffn={**ADAPTER, "representation": "block", "bottleneck": 600},
 )
 register_preset("lora_attn", "LoRA on query and value", attn={**LORA, "representation": "query_value", "bottleneck": 200})
 register_preset("lora_ffn", "LoRA on FFN W1 and W2", ffn={**LORA, "representation": "ffn_w1_w2", "bottleneck": 102})
