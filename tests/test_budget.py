@@ -49,7 +49,16 @@ TABLE = [
     ("prefix_lora_ffn", {}, 2 * 30 * D * 3 * L + 10 * 102 * D * 2 * L, 6.7),  # Table 6
     ("mam", {}, 2 * 30 * D * 3 * L + 2 * 512 * D * 2 * L, 6.7),  # Table 6, Table 11's formula
     ("prompt_tuning", {}, 100 * D, 0.0),  # Table 11: l × d
+    ("prefix_nogate", {}, 2 * 30 * D * 3 * L, 0.5),  # Table 4's "-gating" row (see the note above)
+    ("houlsby", {}, 2 * 200 * D * 3 * L + 2 * 200 * D * 2 * L, 6.0),  # adapter variants (attn) + (ffn), Table 11
+    ("scaled_pa_ffn_learned", {}, 2 * 512 * D * 2 * L + 2 * L, 6.1),  # + one learned s per FFN sub-layer
+    ("gated_pa_ffn", {}, 2 * 512 * D * 2 * L + D * 2 * L, 6.2),  # + the gate vector w (d) per FFN sub-layer
+    ("bitfit", {}, 270_336, 0.0),  # the biases of every attention and FFN projection
 ]
+
+
+def test_the_table_covers_every_preset():
+    assert {row[0] for row in TABLE} == set(peft_space.presets())
 
 
 @pytest.mark.parametrize("name, overrides, formula, paper_pct", TABLE, ids=[f"{r[0]}-{r[3]}" for r in TABLE])

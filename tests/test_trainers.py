@@ -11,6 +11,7 @@ import peft_space
 import trainers
 from peft_space import FieldError
 from trainers import loop
+from trainers.models import prepare
 from models import SHARED_DATA
 from trainers.metrics import accuracy, bleu, normalise, rouge
 
@@ -79,6 +80,15 @@ def test_base_model_is_loaded_once_and_left_untouched():
     peft_space.remove(base.model)
     base.restore()
     assert all(torch.equal(v, pretrained[k]) for k, v in base.model.state_dict().items() if k in pretrained)
+
+
+def test_the_head_is_redrawn_from_the_trial_seed():
+    base = trainers.load_base("minilm", "classification", 2)
+    heads = []
+    for seed in (5, 5, 6):
+        prepare(base, lora(), seed)
+        heads.append(base.model.classifier.weight.detach().clone())
+    assert torch.equal(heads[0], heads[1]) and not torch.equal(heads[0], heads[2])
 
 
 def test_full_fine_tuning_budget_is_everything():

@@ -83,8 +83,8 @@ def train(
     splits, source = load_splits(task, data_dir)
     base = load_base(model, task.kind, task.num_labels)
     run = Run(task, config, base, seed)
-    budget = _budget(base, design)
     run.model = prepare(base, design, seed).to(run.device)
+    budget = _budget(base, design)
     resolved = {"task": task.name, "model": model, "model_path": base.path, "seed": seed, "data": source,
                 "design": design.to_dict() if design else {}, "design_id": design.id if design else FULL,
                 **asdict(config), "device": str(run.device), "threads": torch.get_num_threads(),
@@ -93,10 +93,7 @@ def train(
 
 
 def _budget(base: Base, design: peft_space.Design | None) -> dict[str, float]:
-    """The design's budget; full fine-tuning tunes every pretrained parameter (100%)."""
-    if getattr(base.model, "peft_design", None) is not None:
-        peft_space.remove(base.model)
-    base.restore()
+    """The budget of the design just prepared; full fine-tuning tunes every pretrained parameter (100%)."""
     budget = peft_space.count_budget(base.model, design or peft_space.Design({}))
     if design is None:
         budget = type(budget)(budget.pretrained, budget.pretrained, budget.pretrained, budget.head)
