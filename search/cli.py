@@ -7,6 +7,7 @@ gets one message naming the field and what is allowed (exit code 2, no traceback
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,6 +19,9 @@ import peft_space
 import trainers
 from peft_space import FieldError
 from peft_space.dimensions import DIMENSIONS
+from search.spec import SpecError, import_plugins
+
+import_plugins(os.environ.get("PEFT_SEARCH_PLUGINS", "").split(",") if os.environ.get("PEFT_SEARCH_PLUGINS") else [])
 
 app = typer.Typer(
     name="peft-search",
@@ -39,16 +43,21 @@ def _dimension_help() -> str:
     return f"Design keys are SITE.DIMENSION with SITE one of {', '.join(peft_space.SITES)}:\n\n{lines}"
 
 
-def parse_sets(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``KEY=VALUE`` pairs: keys with a dot are design keys (``ffn.bottleneck``), others hyper-parameters."""
-    design, hyper = {}, {}
+def key_values(pairs: list[str], example: str) -> dict[str, Any]:
+    """``--set KEY=VALUE`` pairs, each value read as YAML (``16`` is a number, ``[a, b]`` a list)."""
+    values = {}
     for pair in pairs:
         key, eq, raw = pair.partition("=")
         if not eq or not key:
-            raise FieldError("--set", pair, "KEY=VALUE, e.g. ffn.bottleneck=16 or lr=1e-3")
-        value = yaml.safe_load(raw) if raw else raw
-        (design if "." in key else hyper)[key.strip()] = value
-    return design, hyper
+            raise FieldError("--set", pair, f"KEY=VALUE, e.g. {example}")
+        values[key.strip()] = yaml.safe_load(raw) if raw else raw
+    return values
+
+
+def parse_sets(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Keys with a dot are design keys (``ffn.bottleneck``), others hyper-parameters."""
+    values = key_values(pairs, "ffn.bottleneck=16 or lr=1e-3")
+    return {k: v for k, v in values.items() if "." in k}, {k: v for k, v in values.items() if "." not in k}
 
 
 def load_design(name: str | None, design_json: Path | None, overrides: dict[str, Any]) -> peft_space.Design | None:
@@ -119,10 +128,120 @@ def _print_result(result: Any) -> None:
         console.print(f"[red]failed:[/red] {result.error}")
 
 
+DEFAULT_SPEC = Path(__file__).parent / "specs" / "default.yaml"
+
+
+@app.command(epilog=_dimension_help())
+def run(
+    spec_file: Annotated[Path | None, typer.Argument(metavar="[SPEC]", help="A search spec (YAML); none: the "
+                                                     "embedded default (MiniLM on SST-2, about 10 minutes on 2 CPUs)")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address: 'auto' on a cluster node, or host:port; "
+                                                "default: a local Ray")] = None,
+    name: Annotated[str | None, typer.Option(help="Search name (Optuna study, MLflow experiment, Ray folder)")] = None,
+    task: Annotated[str | None, typer.Option(help="Task: " + ", ".join(trainers.TASKS))] = None,
+    model: Annotated[str | None, typer.Option(help="Base model: 'minilm' (shipped) or a transformers name/path")] = None,
+    trials: Annotated[int | None, typer.Option(help="Designs to train (designs over the budget cap do not count)")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Trials at once")] = None,
+    sampler: Annotated[str | None, typer.Option(help="Optuna sampler: tpe, nsga2, random, gp")] = None,
+    budget_cap: Annotated[str | None, typer.Option(help="Largest budget to train, e.g. '1%'")] = None,
+    confirm_seeds: Annotated[int | None, typer.Option(help="Re-train the front's designs with K more seeds; "
+                                                      "report the median")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampler and training seed")] = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage URL (sqlite:///..., postgresql://...)")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (sqlite:///..., http://host:5000)")] = None,
+    root: Annotated[str | None, typer.Option(help="Folder for Ray's experiment state and the saved spec")] = None,
+    trainer: Annotated[str | None, typer.Option(help="train, or synthetic (a closed-form learning curve: a dry "
+                                                "run of the whole stack in seconds)")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="Any other spec field, dotted for nested ones: "
+                                            "asha.max_steps=60, train.lr=3e-4, values.form=[linear,relu]; repeatable")] = [],
+    smoke: Annotated[bool, typer.Option(help="A tiny profile of the same path (4 trials of a few steps): checks "
+                                        "that everything runs")] = False,
+    verbose: Annotated[int, typer.Option(help="Ray Tune output: 0 silent, 1 status, 2 every result")] = 1,
+) -> None:
+    """Search the design space on Ray Tune (Optuna picks designs, ASHA stops poor ones) and print the Pareto front.
+
+    Trials are recorded in MLflow (a parent run for the search, a child run per trial) and in the Optuna
+    study; an interrupted search continues with [bold]peft-search resume NAME[/bold]."""
+    from search import spec as specs
+
+    data = _spec_data(spec_file)
+    flags = {"name": name, "task": task, "model": model, "trials": trials, "concurrency": concurrency,
+             "sampler": sampler, "budget_cap": budget_cap, "confirm_seeds": confirm_seeds, "seed": seed,
+             "storage": storage, "tracking_uri": tracking_uri, "root": root, "trainer": trainer, "ray_address": address}
+    data |= {k: v for k, v in flags.items() if v is not None}
+    for key, value in key_values(set_, "asha.max_steps=60 or train.lr=3e-4").items():
+        _put(data, key, value)
+    if smoke:
+        data = specs.smoke(data)
+    spec = specs.parse(data)
+    from search import runner
+
+    _print_summary(runner.run(spec, verbose=verbose), spec.name)
+
+
+@app.command()
+def resume(
+    name: Annotated[str, typer.Argument(help="The search to continue")],
+    root: Annotated[str, typer.Option(help="The folder the search was started under")] = "peft-search",
+    trials: Annotated[int | None, typer.Option(help="Raise the number of designs to train")] = None,
+    verbose: Annotated[int, typer.Option(help="Ray Tune output: 0 silent, 1 status, 2 every result")] = 1,
+) -> None:
+    """Continue an interrupted search (Ctrl-C, a killed driver) where it stopped; finished trials are kept."""
+    from search import runner
+
+    spec = runner.saved_spec(root, name)
+    spec = spec.replace(trials=trials) if trials else spec
+    _print_summary(runner.run(spec, resume=True, verbose=verbose), name)
+
+
+@app.command()
+def pareto(
+    name: Annotated[str, typer.Argument(help="A finished or running search")],
+    root: Annotated[str, typer.Option(help="The folder the search was started under")] = "peft-search",
+    json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
+) -> None:
+    """Print the Pareto front of a search (full-budget trials only), its hypervolume and MAM's rank."""
+    from search import runner
+
+    summary = runner.summarise(runner.saved_spec(root, name))
+    if json_:
+        print(summary.to_json())
+    else:
+        _print_summary(summary, name)
+
+
+def _spec_data(path: Path | None) -> dict[str, Any]:
+    from search.spec import read
+
+    return read(path or DEFAULT_SPEC)
+
+
+def _put(data: dict[str, Any], key: str, value: Any) -> None:
+    head, dot, rest = key.partition(".")
+    if not dot:
+        data[head] = value
+        return
+    inner = data.setdefault(head, {})
+    if not isinstance(inner, dict):
+        raise FieldError("--set", key, f"a field inside a mapping ({head} is not one)")
+    data[head] = {**inner, rest: value}
+
+
+def _print_summary(summary: Any, name: str) -> None:
+    from rich.console import Console
+
+    from search.report import render
+
+    Console().print(render(summary, name))
+
+
 def main() -> None:
     """Entry point: bad input is one line on stderr and exit code 2."""
     try:
         code = app(standalone_mode=False)
+    except SpecError as err:
+        print("\n".join(f"peft-search: error: {p}" for p in err.problems), file=sys.stderr)
+        sys.exit(2)
     except FieldError as err:
         print(f"peft-search: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -18,12 +18,19 @@ Every problem is reported at once, one line each, naming the field, the value an
     storage: sqlite:///peft-search/optuna.db
     tracking_uri: sqlite:///peft-search/mlflow.db
     ray_address: null                             # null: a local Ray; "auto" or host:port for a cluster
+    root: peft-search                             # Ray's experiment folder and the saved spec live here
     seed: 0
-    train: {lr: 1e-3, train_examples: 2000}       # TrainConfig overrides
+    confirm_seeds: 0                              # re-train the front's designs with this many more seeds
+    train: {lr: 1e-3, train_examples: 2000}       # TrainConfig overrides (steps come from asha.max_steps)
+    data_dir: null                                # the task's local files (default: $PEFT_SEARCH_DATA, shared/data)
+    trainer: train                                # train | synthetic (a closed-form learning curve: dry runs)
+    synthetic_delay: 0                            # seconds per report of the synthetic trainer
+    plugins: [my_dimensions]                      # modules imported first (driver and workers) to register values
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -37,6 +44,7 @@ from peft_space import FieldError
 from peft_space.dimensions import DIMENSIONS, Categorical
 
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
+TRAINERS = ("train", "synthetic")
 
 
 class SpecError(ValueError):
@@ -66,13 +74,36 @@ class Spec:
     storage: str = "sqlite:///peft-search/optuna.db"
     tracking_uri: str = "sqlite:///peft-search/mlflow.db"
     ray_address: str | None = None
+    root: str = "peft-search"
     seed: int = 0
+    confirm_seeds: int = 0
     train: Mapping[str, Any] = field(default_factory=dict)
+    data_dir: str | None = None
+    trainer: str = "train"
+    synthetic_delay: float = 0.0
+    plugins: tuple[str, ...] = ()
 
     def space(self) -> Any:
         from search.space import Space
 
         return Space(self.sites, self.values, self.ranges)
+
+    @property
+    def task_def(self) -> trainers.Task:
+        return trainers.TASKS[self.task]
+
+    @property
+    def mode(self) -> str:
+        """Ray's direction for the task's validation metric."""
+        return "max" if self.task_def.higher_is_better else "min"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML-able data; ``parse(spec.to_dict()) == spec``."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    def replace(self, **changes: Any) -> Spec:
+        """A copy with ``changes`` applied and validated."""
+        return parse({**self.to_dict(), **changes})
 
 
 FIELDS = {f.name for f in fields(Spec)}
@@ -80,6 +111,11 @@ FIELDS = {f.name for f in fields(Spec)}
 
 def load(path: str | Path) -> Spec:
     """Read and validate a YAML spec file."""
+    return parse(read(path))
+
+
+def read(path: str | Path) -> dict[str, Any]:
+    """A spec file's fields, not yet validated (the CLI applies its flags first)."""
     source = Path(path)
     if not source.is_file():
         raise SpecError([FieldError("spec", str(source), "a readable YAML file")])
@@ -89,12 +125,30 @@ def load(path: str | Path) -> Spec:
         raise SpecError([FieldError("spec", str(source), f"valid YAML ({str(err).splitlines()[0]})")]) from None
     if not isinstance(data, dict):
         raise SpecError([FieldError("spec", type(data).__name__, "a mapping of spec fields")])
-    return parse(data)
+    return data
+
+
+SMOKE = {"trials": 4, "concurrency": 2, "confirm_seeds": 0, "budget_cap": 100,
+         "asha": {"grace_period": 2, "reduction_factor": 2, "max_steps": 4},
+         "train": {"eval_every": 2, "train_examples": 64, "eval_examples": 32, "batch_size": 8, "micro_batch": 8}}
+
+
+def smoke(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The same search, tiny: 4 trials of 4 steps on a few examples (``--smoke``: does everything run?)."""
+    points = list(data.get("points_to_evaluate", ()))[:2]
+    train = {**dict(data.get("train", {})), **SMOKE["train"]}
+    return {**data, **SMOKE, "train": train, "points_to_evaluate": points,
+            "name": f"{data.get('name', Spec.name)}-smoke"}
 
 
 def parse(data: Mapping[str, Any]) -> Spec:
     """Validate a spec given as a mapping; raises ``SpecError`` listing every problem."""
     problems: list[FieldError] = []
+    plugins = data.get("plugins", ())
+    try:
+        import_plugins(plugins)  # before anything is validated: plugins register dimensions and values
+    except (ImportError, TypeError) as err:
+        problems.append(FieldError("plugins", plugins, f"importable module names ({err})"))
 
     def check(name: str, ok: bool, value: Any, allowed: str) -> None:
         if not ok:
@@ -136,10 +190,21 @@ def parse(data: Mapping[str, Any]) -> Spec:
     check("budget_cap", cap is not None and 0 < cap <= 100, spec.get("budget_cap"), "a percentage in (0, 100], e.g. '1%'")
     sampler = spec.get("sampler", Spec.sampler)
     check("sampler", sampler in SAMPLERS, sampler, "one of " + ", ".join(SAMPLERS))
-    for key in ("trials", "concurrency", "seed"):
+    for key in ("trials", "concurrency", "seed", "confirm_seeds"):
         value = spec.get(key, getattr(Spec, key))
-        check(key, isinstance(value, int) and not isinstance(value, bool) and value >= (0 if key == "seed" else 1),
-              value, "a positive integer" if key != "seed" else "an integer ≥ 0")
+        positive = key in ("trials", "concurrency")
+        check(key, isinstance(value, int) and not isinstance(value, bool) and value >= positive, value,
+              "a positive integer" if positive else "an integer ≥ 0")
+    trainer = spec.get("trainer", Spec.trainer)
+    check("trainer", trainer in TRAINERS, trainer, "one of " + ", ".join(TRAINERS))
+    delay = spec.get("synthetic_delay", 0.0)
+    check("synthetic_delay", isinstance(delay, (int, float)) and not isinstance(delay, bool) and delay >= 0, delay,
+          "a number of seconds ≥ 0")
+    for key in ("root", "data_dir", "ray_address"):
+        value = spec.get(key)
+        check(key, value is None or (isinstance(value, str) and value != ""), value, "a non-empty string or null")
+    check("train.steps", "steps" not in dict(spec.get("train", {})), dict(spec.get("train", {})).get("steps"),
+          "no steps here: a trial's steps are asha.max_steps")
     asha = {**Spec().asha, **dict(spec.get("asha", {}))}
     for key, value in asha.items():
         check(f"asha.{key}", key in Spec().asha, key, "grace_period, reduction_factor, max_steps")
@@ -159,9 +224,26 @@ def parse(data: Mapping[str, Any]) -> Spec:
     if problems:
         raise SpecError(problems)
     return Spec(**{**spec, "sites": sites, "budget_cap": cap, "asha": asha, "resources": resources,
+                   "plugins": tuple(plugins), "synthetic_delay": float(delay),
                    "points_to_evaluate": tuple(spec.get("points_to_evaluate", ())),
                    "values": {k: tuple(v) if isinstance(v, (list, tuple)) else (v,) for k, v in dict(spec.get("values", {})).items()},
                    "ranges": {**Spec().ranges, **{k: tuple(v) for k, v in dict(spec.get("ranges", {})).items()}}})
+
+
+def import_plugins(modules: Any) -> None:
+    """Import user modules that register dimensions, values, sites or tasks (a list of module names)."""
+    if isinstance(modules, str) or not all(isinstance(m, str) for m in modules):
+        raise TypeError(f"a list of module names, not {modules!r}")
+    for module in modules:
+        importlib.import_module(module)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _percent(value: Any) -> float | None:

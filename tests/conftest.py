@@ -1,5 +1,7 @@
 import os
+import secrets
 import sys
+import tempfile
 from pathlib import Path
 
 # Nothing in the test suite may reach a hub; MLflow must not phone home.
@@ -10,6 +12,12 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# Ray 2.60 authenticates nodes and drivers by token and reads the mode when it is imported: one token for the
+# whole session, set before any test module imports ray.
+_RAY_TOKEN = Path(tempfile.mkdtemp(prefix="peft-search-ray-")) / "auth_token"
+_RAY_TOKEN.write_text(secrets.token_hex(32))
+os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(_RAY_TOKEN), "RAY_USAGE_STATS_ENABLED": "0"})
 
 
 import pytest  # noqa: E402
@@ -34,3 +42,46 @@ def layers_dimension(scratch_registries):
     if "layers" not in DIMENSIONS.names():
         DIMENSIONS.register(extension_layers.LAYERS)
     return extension_layers.LAYERS
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """One real two-node Ray cluster on 127.0.0.1 (a head and a worker, 1 CPU each), shared by every test
+    that runs a search; nodes, this driver and the CLI drivers the tests start share the session's token."""
+    import socket
+    import subprocess
+    import time
+
+    root = tmp_path_factory.mktemp("ray")
+    env = {"PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    ray = str(Path(sys.executable).parent / "ray")
+    common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats", "--block"]
+    logs = open(root / "nodes.log", "w")
+    nodes = [subprocess.Popen([ray, "start", "--head", f"--port={port}", "--include-dashboard=false",
+                               f"--temp-dir={root / 'tmp'}", *common], env={**os.environ, **env}, stdout=logs, stderr=logs)]
+    import ray as ray_api
+
+    deadline = time.time() + 60
+    while True:
+        try:
+            ray_api.init(address=address, configure_logging=False, log_to_driver=False)
+            break
+        except Exception:  # the head is still starting
+            if time.time() > deadline:
+                raise
+            time.sleep(1)
+    nodes.append(subprocess.Popen([ray, "start", f"--address={address}", *common], env={**os.environ, **env},
+                                  stdout=logs, stderr=logs))
+    while len([n for n in ray_api.nodes() if n["Alive"]]) < 2:
+        assert time.time() < deadline, (root / "nodes.log").read_text()
+        time.sleep(0.5)
+    yield address
+    ray_api.shutdown()
+    for node in reversed(nodes):
+        node.terminate()
+        node.wait(timeout=60)
+    logs.close()

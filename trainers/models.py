@@ -61,20 +61,8 @@ def load_base(name: str, kind: str, num_labels: int = 0) -> Base:
 
     path = model_path(name)
     tokenizer = T.AutoTokenizer.from_pretrained(path)
-    config = T.AutoConfig.from_pretrained(path)
-    if kind == "classification":
-        model, info = T.AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels,
-                                                                          output_loading_info=True)
-        missing = info["missing_keys"]
-    elif config.is_encoder_decoder:
-        model, info = T.AutoModelForSeq2SeqLM.from_pretrained(path, output_loading_info=True)
-        missing = info["missing_keys"]
-    else:  # BERT2BERT from an encoder checkpoint
-        encoder = T.AutoModel.from_pretrained(path, add_pooling_layer=False)
-        decoder, info = T.AutoModelForCausalLM.from_pretrained(path, is_decoder=True, add_cross_attention=True,
-                                                               output_loading_info=True)
-        model = T.EncoderDecoderModel(encoder=encoder, decoder=decoder)
-        missing = [f"decoder.{k}" for k in info["missing_keys"]]
+    model, missing = _build(path, kind, num_labels, pretrained=True)
+    if isinstance(model, T.EncoderDecoderModel):
         model.config.decoder_start_token_id = tokenizer.cls_token_id
         model.config.pad_token_id, model.config.eos_token_id = tokenizer.pad_token_id, tokenizer.sep_token_id
         model.generation_config.decoder_start_token_id = tokenizer.cls_token_id
@@ -82,6 +70,40 @@ def load_base(name: str, kind: str, num_labels: int = 0) -> Base:
         model.generation_config.eos_token_id = tokenizer.sep_token_id
     params = dict(model.named_parameters())
     return Base(model, tokenizer, path, tuple(sorted(k for k in missing if k in params)))
+
+
+@functools.lru_cache(maxsize=4)
+def skeleton(name: str, kind: str, num_labels: int = 0) -> nn.Module:
+    """The base model's structure on the meta device (no weights read): enough to count a design's budget."""
+    with torch.device("meta"):
+        return _build(model_path(name), kind, num_labels, pretrained=False)[0]
+
+
+def budget_pct(name: str, kind: str, num_labels: int, design: peft_space.Design) -> float:
+    """A design's analytic budget in % of the pretrained model (head excluded), without loading weights."""
+    return peft_space.count_budget(skeleton(name, kind, num_labels), design).pct_analytic
+
+
+def _build(path: str, kind: str, num_labels: int, pretrained: bool) -> tuple[nn.Module, list[str]]:
+    """The task's model and the parameter names the checkpoint lacks (``pretrained=False``: random, from the config).
+
+    Classification: a sequence classifier; generation: the checkpoint's own encoder-decoder, or BERT2BERT
+    (an ``EncoderDecoderModel`` whose decoder's cross-attention is new) from an encoder-only checkpoint."""
+    import transformers as T
+
+    def load(auto: Any, model_kwargs: dict[str, Any] | None = None, **config_kwargs: Any) -> tuple[nn.Module, list[str]]:
+        if not pretrained:
+            return auto.from_config(T.AutoConfig.from_pretrained(path, **config_kwargs), **(model_kwargs or {})), []
+        model, info = auto.from_pretrained(path, output_loading_info=True, **config_kwargs, **(model_kwargs or {}))
+        return model, info["missing_keys"]
+
+    if kind == "classification":
+        return load(T.AutoModelForSequenceClassification, num_labels=num_labels)
+    if T.AutoConfig.from_pretrained(path).is_encoder_decoder:
+        return load(T.AutoModelForSeq2SeqLM)
+    encoder, _ = load(T.AutoModel, {"add_pooling_layer": False})
+    decoder, missing = load(T.AutoModelForCausalLM, is_decoder=True, add_cross_attention=True)
+    return T.EncoderDecoderModel(encoder=encoder, decoder=decoder), [f"decoder.{k}" for k in missing]
 
 
 def _reinitialise(model: nn.Module, names: tuple[str, ...], std: float) -> None:

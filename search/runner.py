@@ -1,0 +1,231 @@
+"""Run, resume and summarise a search: ``peft_space`` × ``trainers`` on Ray Tune, Optuna choosing, ASHA stopping.
+
+Where things live (all under the spec's stores, nothing in Ray's temp folders that matters):
+- the Optuna study (``spec.storage``, study name = search name): every design asked and how it ended;
+- Ray's experiment folder ``{root}/ray/{name}`` and the spec as run (``{root}/specs/{name}.yaml``): what
+  ``Tuner.restore`` needs to resume;
+- MLflow (``spec.tracking_uri``): the parent run of the search and a child run per trial.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import trainers
+from search.spec import Spec, load
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+
+
+def spec_path(root: str | Path, name: str) -> Path:
+    return Path(root) / "specs" / f"{name}.yaml"
+
+
+def experiment_dir(spec: Spec) -> Path:
+    return (Path(spec.root) / "ray").resolve()
+
+
+def run(spec: Spec, *, resume: bool = False, verbose: int = 1) -> Any:
+    """Run ``spec`` and summarise it; ``resume=True`` continues the search of that name where it stopped."""
+    from ray import tune
+
+    from peft_space import FieldError
+
+    saved = spec_path(spec.root, spec.name)
+    if saved.exists() and not resume:
+        raise FieldError("name", spec.name, f"a name not used under {spec.root} (continue this one with "
+                                            f"`peft-search resume {spec.name}`)")
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    _sqlite_dirs(spec)
+    _connect(spec)
+    trainable = _trainable(spec)
+    path = experiment_dir(spec) / spec.name
+    if resume and tune.Tuner.can_restore(str(path)):
+        tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=False,
+                                   restart_errored=False, param_space=_constants(spec))
+    else:
+        tuner = tune.Tuner(trainable, param_space=_constants(spec), tune_config=_tune_config(spec),
+                           run_config=_run_config(spec, verbose))
+    tuner.fit()
+    summary = summarise(spec)
+    if spec.confirm_seeds:
+        confirm(spec, summary, verbose)
+    record_summary(spec, summary)
+    return summary
+
+
+def saved_spec(root: str | Path, name: str) -> Spec:
+    """The spec a search ``name`` was started with (``peft-search resume``/``pareto``)."""
+    from peft_space import FieldError
+
+    saved = spec_path(root, name)
+    if not saved.is_file():
+        known = sorted(p.stem for p in saved.parent.glob("*.yaml")) if saved.parent.is_dir() else []
+        raise FieldError("NAME", name, f"a search started under {root}: " + (", ".join(known) or "none yet"))
+    return load(saved)
+
+
+# -- building blocks -------------------------------------------------------------------------------------
+def _connect(spec: Spec) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = spec.ray_address
+    if address is None:  # a local Ray of this machine's size; its dashboard stays off (nothing listens)
+        ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
+    else:
+        ray.init(address=address, configure_logging=False, log_to_driver=False)
+
+
+def _sqlite_dirs(spec: Spec) -> None:
+    """SQLite creates the database file but not its folder."""
+    for url in (spec.storage, spec.tracking_uri):
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _trainable(spec: Spec) -> Any:
+    from ray import tune
+
+    from search.trainable import TRAINABLES
+
+    resources = {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]}
+    return tune.with_resources(TRAINABLES[spec.trainer], resources)
+
+
+def _constants(spec: Spec) -> dict[str, Any]:
+    """What every trial's config shares; the searcher adds ``design``, ``budget`` and ``optuna_trial``."""
+    train = {**dict(spec.train), "steps": spec.asha["max_steps"]}
+    if spec.resources["gpu"] == 0 and "threads" not in train:
+        train["threads"] = max(1, int(spec.resources["cpu"]))  # one trial per CPU, not all of torch's threads
+    data_dir = str(Path(spec.data_dir).resolve()) if spec.data_dir else None  # workers run elsewhere
+    return {"task": spec.task, "model": spec.model, "seed": spec.seed, "train": train, "data_dir": data_dir,
+            "plugins": list(spec.plugins), "trainer": spec.trainer, "synthetic_delay": spec.synthetic_delay}
+
+
+def searcher(spec: Spec) -> Any:
+    import optuna
+
+    import peft_space
+    from search.searcher import DesignSearcher
+
+    task = spec.task_def
+    sampler = {"tpe": lambda: optuna.samplers.TPESampler(seed=spec.seed, multivariate=True, group=True,
+                                                         constant_liar=spec.concurrency > 1),
+               "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=spec.seed),
+               "random": lambda: optuna.samplers.RandomSampler(seed=spec.seed),
+               "gp": lambda: optuna.samplers.GPSampler(seed=spec.seed)}[spec.sampler]()
+    points = {name: peft_space.preset(name, **dict(spec.preset_overrides.get(name, {}))) for name in spec.points_to_evaluate}
+    budget_of = functools.partial(trainers.budget_pct, spec.model, task.kind, task.num_labels)
+    return DesignSearcher(spec.space(), metric=task.validation_metric, mode=spec.mode,
+                          budget_of=budget_of, cap=spec.budget_cap, study_name=spec.name, storage=spec.storage,
+                          sampler=sampler, points=points)
+
+
+def _tune_config(spec: Spec) -> Any:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    task = spec.task_def
+    asha = ASHAScheduler(time_attr="step", metric=task.validation_metric, mode=spec.mode,
+                         max_t=spec.asha["max_steps"], grace_period=spec.asha["grace_period"],
+                         reduction_factor=spec.asha["reduction_factor"])
+    return tune.TuneConfig(search_alg=searcher(spec), scheduler=asha, num_samples=spec.trials,
+                           max_concurrent_trials=spec.concurrency, reuse_actors=True,
+                           trial_dirname_creator=_trial_dirname)
+
+
+def _trial_dirname(trial: Any) -> str:
+    """Ray's default folder name spells out the whole config; the trial id is enough (MLflow has the rest)."""
+    return f"trial_{trial.trial_id}"
+
+
+def _run_config(spec: Spec, verbose: int) -> Any:
+    from ray import tune
+
+    return tune.RunConfig(name=spec.name, storage_path=str(experiment_dir(spec)), callbacks=[_recorder(spec)],
+                          failure_config=tune.FailureConfig(max_failures=2), verbose=verbose,
+                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+
+
+def _recorder(spec: Spec) -> Any:
+    from search.records import Recorder
+
+    return Recorder(spec.tracking_uri, spec.name, Path(spec.root) / "artifacts", _params(spec), spec.sites)
+
+
+def _params(spec: Spec) -> dict[str, Any]:
+    """The search's constants as flat MLflow params (``train.lr``, ``asha.max_steps``, ...)."""
+    flat: dict[str, Any] = {}
+    for key, value in spec.to_dict().items():
+        if isinstance(value, dict):
+            flat |= {f"{key}.{k}": v for k, v in value.items()}
+        else:
+            flat[key] = value
+    return {k: v for k, v in flat.items() if k not in ("storage", "tracking_uri")}  # URLs may carry credentials
+
+
+# -- after the search --------------------------------------------------------------------------------------
+def study(spec: Spec) -> Any:
+    import optuna
+
+    return optuna.load_study(study_name=spec.name, storage=spec.storage)
+
+
+def reference(spec: Spec) -> tuple[float, float]:
+    """The hypervolume's reference point: chance accuracy (classification) or 0 metric, and the budget cap."""
+    task = spec.task_def
+    floor = 1.0 / task.num_labels if task.kind == "classification" else 0.0
+    return floor, spec.budget_cap
+
+
+def summarise(spec: Spec) -> Any:
+    from search.report import summarise as from_study
+
+    task = spec.task_def
+    return from_study(study(spec), task.validation_metric, task.higher_is_better, reference(spec))
+
+
+def confirm(spec: Spec, summary: Any, verbose: int) -> None:
+    """Re-train every front design with ``confirm_seeds`` more seeds; the front's metric becomes the median."""
+    from ray import tune
+
+    task = spec.task_def
+    front = summary.front
+    name = f"{spec.name}-confirm"
+    configs = [{"design": _design_dict(row), "budget": row.budget, "optuna_trial": row.trial, "seed": spec.seed + k}
+               for row in front for k in range(1, spec.confirm_seeds + 1)]
+    tuner = tune.Tuner(_trainable(spec), param_space={**_constants(spec), "case": tune.grid_search(configs)},
+                       tune_config=tune.TuneConfig(max_concurrent_trials=spec.concurrency, reuse_actors=True,
+                                                   trial_dirname_creator=_trial_dirname),
+                       run_config=tune.RunConfig(name=name, storage_path=str(experiment_dir(spec)),
+                                                 callbacks=[_recorder(spec)], verbose=verbose))
+    results = tuner.fit()
+    by_trial: dict[int, list[float]] = {}
+    for result in results:
+        if result.metrics and result.metrics.get("status") == "completed":
+            by_trial.setdefault(result.config["case"]["optuna_trial"], []).append(result.metrics[task.validation_metric])
+    for row in front:
+        row.metric = statistics.median([row.metric, *by_trial.get(row.trial, [])])
+
+
+def _design_dict(row: Any) -> dict[str, Any]:
+    from peft_space import Design
+
+    return Design.from_json(row.design_json).to_dict()
+
+
+def record_summary(spec: Spec, summary: Any) -> None:
+    """Tag each trial's run on or off the front and attach the front to the parent run."""
+    from search.records import client, record_front
+
+    record_front(client(spec.tracking_uri), spec.name, summary)

@@ -1,0 +1,129 @@
+"""Optuna as Ray Tune's searcher, with the three things Ray's ``OptunaSearch`` does not do for us.
+
+1. **Budget cap.** A sampled design over the cap (or one the architecture cannot take) is never trained: it
+   is told to Optuna as ``FAIL`` with the reason in the ``infeasible`` user attribute, and the next design is
+   asked for. Ray's ``num_samples`` therefore counts trained designs only.
+2. **ASHA-stopped trials are pruned, not complete.** Ray hands a trial stopped by the scheduler to the searcher
+   exactly like a finished one. A trial whose last result did not reach ``total_steps`` is told ``PRUNED``
+   (the step and metric it reached are kept as user attributes: multi-objective studies take no intermediate
+   values), so the Pareto front only ever holds full-budget trials.
+3. **The Optuna storage is the source of truth.** Every tell goes to the SQLAlchemy (or journal) storage at
+   once; the searcher's own checkpoint holds only the study's name, the sampler and the Ray-trial → Optuna
+   trial map. On restore, Optuna trials left ``RUNNING`` by a dead driver are marked ``FAIL``; a Ray trial
+   that re-runs after the restore and finishes is added as a new trial with the same parameters, so every
+   finished trial is in the study exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+
+from peft_space import Design, DesignError
+from search.space import Space, params_of, suggest
+
+log = logging.getLogger(__name__)
+
+BUDGET = "budget"  # the second objective: analytic % of the pretrained model, head excluded
+MAX_REJECTIONS = 1000  # consecutive infeasible designs before the cap is declared unreachable
+
+
+class DesignSearcher(Searcher):
+    """Asks Optuna for designs of ``space`` and tells it (metric, budget) for each finished trial."""
+
+    def __init__(self, space: Space, *, metric: str, mode: str, budget_of: Callable[[Design], float],
+                 cap: float, study_name: str, storage: str, sampler: optuna.samplers.BaseSampler,
+                 points: Mapping[str, Design] | None = None) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self.space, self.budget_of, self.cap = space, budget_of, cap
+        self.study_name, self.storage, self.sampler = study_name, storage, sampler
+        self.trials: dict[str, int] = {}  # Ray trial id -> Optuna trial number
+        self._study: optuna.Study | None = None
+        if not self.study.trials:  # a new study: the paper's methods first
+            for name, design in (points or {}).items():
+                self.study.enqueue_trial(params_of(design, space), user_attrs={"preset": name})
+
+    @property
+    def study(self) -> optuna.Study:
+        if self._study is None:
+            directions = ["maximize" if self.mode == "max" else "minimize", "minimize"]
+            self._study = optuna.create_study(study_name=self.study_name, storage=self.storage, sampler=self.sampler,
+                                              directions=directions, load_if_exists=True)
+        return self._study
+
+    def __getstate__(self) -> dict[str, Any]:  # Ray pickles the searcher: the study re-opens from its storage
+        return {**self.__dict__, "_study": None}
+
+    # -- Ray's Searcher interface --------------------------------------------------------------------------
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        for _ in range(MAX_REJECTIONS):
+            trial = self.study.ask()
+            design = suggest(trial, self.space)
+            try:
+                budget = self.budget_of(design)
+            except DesignError as err:
+                self._reject(trial, str(err))
+                continue
+            if budget > self.cap:
+                self._reject(trial, f"budget {budget:.4f}% is over the cap {self.cap}%")
+                continue
+            for key, value in {"design_id": design.id, "design": design.to_json(), BUDGET: budget,
+                               "ray_trial_id": trial_id}.items():
+                trial.set_user_attr(key, value)
+            self.trials[trial_id] = trial.number
+            return {"design": design.to_dict(), BUDGET: budget, "optuna_trial": trial.number}
+        raise DesignError("budget_cap", self.cap, f"a cap some design of the space meets ({MAX_REJECTIONS} sampled "
+                                                   "designs in a row were over it or did not fit the model)")
+
+    def _reject(self, trial: optuna.Trial, reason: str) -> None:
+        trial.set_user_attr("infeasible", reason)
+        self.study.tell(trial, state=TrialState.FAIL)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        number = self.trials.get(trial_id)
+        if number is None:
+            return
+        state, values, attrs = outcome(result, error, self.metric)
+        frozen = self.study.trials[number]
+        if frozen.state == TrialState.RUNNING:
+            live = optuna.Trial(self.study, frozen._trial_id)  # noqa: SLF001 - Optuna has no public by-number handle
+            for key, value in attrs.items():
+                live.set_user_attr(key, value)
+            self.study.tell(live, values, state=state)
+        elif frozen.user_attrs.get("interrupted") and not any(
+                t.user_attrs.get("rerun_of") == number for t in self.study.trials):
+            # failed when the driver died, re-run by Ray after the restore: recorded once, as a new trial
+            self.study.add_trial(optuna.trial.create_trial(
+                state=state, values=values, params=frozen.params, distributions=frozen.distributions,
+                user_attrs={**frozen.user_attrs, **attrs, "rerun_of": number}))
+
+    # -- checkpointing (Ray calls these with its experiment state) -----------------------------------------
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as file:
+            pickle.dump({"trials": self.trials, "sampler": self.sampler}, file)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as file:
+            state = pickle.load(file)
+        self.trials, self.sampler, self._study = state["trials"], state["sampler"], None
+        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            live = optuna.Trial(self.study, frozen._trial_id)  # noqa: SLF001
+            live.set_user_attr("interrupted", "the search driver stopped while this trial ran")
+            self.study.tell(live, state=TrialState.FAIL)
+
+
+def outcome(result: dict[str, Any] | None, error: bool, metric: str) -> tuple[TrialState, list[float] | None, dict]:
+    """How a Ray trial's last result reads to Optuna: complete at full budget, pruned if stopped early, else failed."""
+    if error or not result or result.get("status") == "failed" or metric not in result:
+        return TrialState.FAIL, None, {"error": (result or {}).get("error") or "the trial raised (see Ray's log)"}
+    step, total = int(result.get("step", 0)), int(result.get("total_steps", 0))
+    attrs = {"step": step, "last_metric": float(result[metric])}
+    if step < total:
+        return TrialState.PRUNED, None, {**attrs, "stopped": f"stopped by ASHA at step {step} of {total}"}
+    return TrialState.COMPLETE, [float(result[metric]), float(result[BUDGET])], attrs

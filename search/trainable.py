@@ -1,0 +1,85 @@
+"""The Ray Tune trainables: one trial trains one design and reports after every evaluation.
+
+A trial's config is the searcher's suggestion (``design``, ``budget``, ``optuna_trial``) merged with the
+search's constants (``task``, ``model``, ``seed``, ``data_dir``, ``train``, ``plugins``). Intermediate reports
+carry ``step`` (ASHA's time attribute) and ``total_steps``; the last report, after training, carries the
+final validation and test metrics and ``status``. A trial that diverges reports ``status="failed"`` with the
+reason instead of raising, so Ray does not retry it; a trial that raises (out of memory, a lost node) is
+retried by Ray's failure config.
+
+``synthetic`` stands in for training with a closed-form learning curve per design: it exercises the whole
+stack (searcher, ASHA, storage, MLflow) in seconds, for dry runs of a spec or a cluster and for benchmarks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from typing import Any
+
+import ray
+from ray import tune
+
+import trainers
+from peft_space import Design
+from search.spec import import_plugins
+
+
+def train_design(config: dict[str, Any]) -> None:
+    """Train ``config["design"]`` with ``trainers.train`` (the base model stays loaded in a reused actor)."""
+    config, design = _start(config)
+    total = int(config["train"]["steps"])
+    common = _common(config, design, total)
+
+    def report(step: int, metrics: dict[str, float]) -> None:
+        if step < total:  # the final evaluation is reported below, with the test metrics
+            tune.report({**metrics, **common, "step": step, "status": "running"})
+
+    result = trainers.train(config["task"], design, model=config["model"], seed=config["seed"],
+                            data_dir=config.get("data_dir"), report=report, progress=False, **config["train"])
+    tune.report({**result.validation, **{f"test_{k}": v for k, v in result.test.items()}, **common,
+                 "step": result.step, "status": result.status, "error": result.error or "",
+                 "budget_actual": result.budget.get("pct_actual", 0.0), "train_seconds": result.train_seconds,
+                 "examples_per_second": result.examples_per_second})
+
+
+def synthetic(config: dict[str, Any]) -> None:
+    """A learning curve that rises with the design's budget, with a per-design offset; no model, no data.
+
+    ``synthetic_delay`` seconds pass before each report."""
+    config, design = _start(config)
+    task = trainers.TASKS[config["task"]]
+    total = int(config["train"]["steps"])
+    every = int(config["train"].get("eval_every") or max(1, total // 5))
+    delay = float(config.get("synthetic_delay", 0.0))
+    budget = float(config["budget"])
+    offset = int(hashlib.sha1(f"{design.id}-{config['seed']}".encode()).hexdigest()[:8], 16) / 16**8 - 0.5
+    final = 0.55 + 0.3 * (1 - math.exp(-4 * budget)) + 0.1 * offset
+    common = _common(config, design, total)
+    for step in (*range(every, total, every), total):
+        time.sleep(delay)
+        metric = 0.5 + (final - 0.5) * (1 - math.exp(-3 * step / total))
+        tune.report({task.validation_metric: metric, **common, "step": step,
+                     "status": "completed" if step == total else "running"})
+
+
+def _start(config: dict[str, Any]) -> tuple[dict[str, Any], Design]:
+    """The trial's config unfolded and its design, once the user's plugins have registered their values."""
+    config = unfold(config)
+    import_plugins(config.get("plugins", ()))
+    return config, Design.from_dict(config["design"])
+
+
+def _common(config: dict[str, Any], design: Design, total: int) -> dict[str, Any]:
+    """What every report of a trial carries (``node_id``: which Ray node ran it)."""
+    return {"budget": config["budget"], "design_id": design.id, "total_steps": total,
+            "node_id": ray.get_runtime_context().get_node_id()}
+
+
+def unfold(config: dict[str, Any]) -> dict[str, Any]:
+    """A confirmation run grids over ``case`` = {design, budget, seed, ...}: lift it to the top level."""
+    return {**config, **config.get("case", {})}
+
+
+TRAINABLES = {"train": train_design, "synthetic": synthetic}
