@@ -210,6 +210,96 @@ def pareto(
         _print_summary(summary, name)
 
 
+TRACKING = Annotated[str, typer.Option(help="MLflow tracking URI the search recorded to")]
+DEFAULT_TRACKING = "sqlite:///peft-search/mlflow.db"
+
+
+@app.command()
+def reproduce(
+    run_id: Annotated[str, typer.Argument(help="A trial's MLflow run id (peft-search ui, or the parent's trials.csv)")],
+    tracking_uri: TRACKING = DEFAULT_TRACKING,
+    seed: Annotated[int | None, typer.Option(help="Train with another seed instead of the recorded one")] = None,
+) -> None:
+    """Re-train one trial from what its run recorded (design, hyper-parameters, seed, data, threads) and print the
+    recorded and new metrics side by side; the reproduction is logged as a new run linked to the original."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from search.reproduce import reproduce as again
+
+    recorded, new, new_run = again(tracking_uri, run_id, seed)
+    table = Table(title=f"run {run_id} reproduced as {new_run}")
+    for column in ("metric", "recorded", "now"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for name, value in new.items():
+        table.add_row(name, f"{recorded[name]:.6f}" if name in recorded else "—", f"{value:.6f}")
+    Console().print(table)
+
+
+@app.command()
+def export(
+    run_id: Annotated[str, typer.Argument(help="A front trial's MLflow run id")],
+    out: Annotated[Path, typer.Argument(help="Folder to write the modification to")],
+    tracking_uri: TRACKING = DEFAULT_TRACKING,
+) -> None:
+    """Write a front trial's trained modification (safetensors + design JSON; HF peft's format under peft/ for
+    LoRA designs), for inference with peft_space.load."""
+    from search.reproduce import export as write
+
+    print(write(tracking_uri, run_id, out))
+
+
+@app.command()
+def ui(
+    name: Annotated[str | None, typer.Argument(help="A search to open (default: the list of searches)")] = None,
+    tracking_uri: TRACKING = DEFAULT_TRACKING,
+    host: Annotated[str, typer.Option(help="Interface to listen on (127.0.0.1: this machine only)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 5000,
+) -> None:
+    """Start the MLflow UI against the project's store and print the search's URL (Ctrl-C stops it)."""
+    import subprocess
+
+    from search.records import client
+
+    url = f"http://{host}:{port}/"
+    if name is not None:
+        experiment = client(tracking_uri).get_experiment_by_name(name)
+        if experiment is None:
+            raise FieldError("NAME", name, f"a search recorded in {tracking_uri}")
+        url += f"#/experiments/{experiment.experiment_id}"
+    print(f"MLflow UI for {name or 'all searches'}: {url}", flush=True)
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    server = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri, "--host", host,
+              "--port", str(port), "--workers", "1"]
+    raise typer.Exit(subprocess.call(server, env=env))
+
+
+@app.command()
+def table(
+    names: Annotated[list[str], typer.Argument(help="One or more searches")],
+    tracking_uri: TRACKING = DEFAULT_TRACKING,
+) -> None:
+    """Print each search's results in the paper's Table 6 layout (method, % params, metric) and its front,
+    read back from MLflow."""
+    from rich.console import Console
+    from rich.table import Table
+
+    import dashboards
+
+    console = Console()
+    for name in names:
+        try:
+            frame = dashboards.trials(tracking_uri, name)
+        except ValueError as err:
+            raise FieldError("NAME", name, str(err).split("; ", 1)[-1]) from None
+        shown = Table(title=f"{name} ({frame.attrs['metric']}, median over seeds; * on the front)")
+        for column in ("method", "# params (%)", frame.attrs["metric"], "runs"):
+            shown.add_column(column, justify="left" if column == "method" else "right")
+        for row in dashboards.table6(frame).itertuples():
+            shown.add_row(row.method + (" *" if row.on_front else ""), f"{row.params_pct:.3f}", f"{row.metric:.4f}", str(row.runs))
+        console.print(shown)
+
+
 def _spec_data(path: Path | None) -> dict[str, Any]:
     from search.spec import read
 

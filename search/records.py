@@ -1,4 +1,5 @@
-"""MLflow records of a search, written from the Ray driver (one writer: SQLite stays consistent).
+"""MLflow records of a search, written from the Ray driver by one background thread (one writer: SQLite stays
+consistent, and the Tune loop never waits on the store).
 
 A search is a parent run (tag ``peft_search.search``) in the experiment named after it; each Ray trial is a
 child run (``mlflow.parentRunId``) found again by its tag ``ray_trial_id``, so a resumed search adds to the
@@ -8,9 +9,16 @@ search's constants; metrics are every report at its step; tags say how the trial
 
 from __future__ import annotations
 
+import csv
+import functools
+import logging
 import os
+import queue
+import tempfile
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +27,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # before mlflow is im
 from mlflow.entities import Metric, Param, RunStatus, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from ray.tune import Callback  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 SEARCH_TAG = "peft_search.search"
 TRIAL_TAG = "ray_trial_id"
@@ -34,7 +44,10 @@ def experiment_id(mlflow: MlflowClient, name: str, artifacts: Path) -> str:
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    return mlflow.create_experiment(name, artifact_location=artifacts.resolve().as_uri())
+    tags = {"mlflow.experimentKind": "custom_model_development",  # the UI opens on training runs, not GenAI views
+            "mlflow.note.content": f"peft-search `{name}`: the parent run holds the Pareto plot (artifacts/pareto); "
+                                   "each child run is one trial."}
+    return mlflow.create_experiment(name, artifact_location=artifacts.resolve().as_uri(), tags=tags)
 
 
 def parent_run(mlflow: MlflowClient, experiment: str, name: str, params: Mapping[str, Any]) -> str:
@@ -47,39 +60,75 @@ def parent_run(mlflow: MlflowClient, experiment: str, name: str, params: Mapping
     return run.info.run_id
 
 
+class Writer:
+    """MLflow calls run in order on one background thread, so the Tune loop never waits on the store."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self.thread = threading.Thread(target=self._drain, name="mlflow-writer", daemon=True)
+        self.thread.start()
+
+    def submit(self, call: Callable[[], None]) -> None:
+        self.queue.put(call)
+
+    def close(self) -> None:
+        """Write everything still queued, then stop."""
+        self.queue.put(None)
+        self.thread.join()
+
+    def _drain(self) -> None:
+        while (call := self.queue.get()) is not None:
+            try:
+                call()
+            except Exception:  # one failed write must not stop the others
+                log.exception("an MLflow write failed")
+
+
 class Recorder(Callback):
-    """Tune callback: one child run per trial, every reported metric at its step, the outcome as tags."""
+    """Tune callback: one child run per trial, every reported metric at its step, the outcome as tags.
+
+    Callbacks copy what they need from the trial and queue the write; the writer thread does the rest."""
 
     def __init__(self, tracking_uri: str, search: str, artifacts: Path, constants: Mapping[str, Any],
                  sites: Sequence[str]) -> None:
         self.tracking_uri, self.search, self.artifacts = tracking_uri, search, artifacts
         self.constants, self.sites = dict(constants), tuple(sites)
-        self.runs: dict[str, str] = {}  # Ray trial id -> MLflow run id
-        self.finished: set[str] = set()
+
+    def __getstate__(self) -> dict[str, Any]:  # Ray pickles callbacks with the experiment: no live client
+        return {k: v for k, v in self.__dict__.items() if k in ("tracking_uri", "search", "artifacts", "constants", "sites")}
 
     def setup(self, **info: Any) -> None:
         self.mlflow = client(self.tracking_uri)
         self.experiment = experiment_id(self.mlflow, self.search, self.artifacts)
         self.parent = parent_run(self.mlflow, self.experiment, self.search, self.constants)
+        self.runs: dict[str, str] = {}  # Ray trial id -> MLflow run id
+        self.finished: set[str] = set()
+        self.writer = Writer()
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        run = self._run(trial)
+        self.writer.submit(functools.partial(self._log, trial.trial_id, dict(trial.config), dict(result)))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.writer.submit(functools.partial(self._finish, trial.trial_id, dict(trial.config), dict(trial.last_result or {})))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        result = {**(trial.last_result or {}), "status": "failed", "error": str(trial.error_file or "the trial raised")}
+        self.writer.submit(functools.partial(self._finish, trial.trial_id, dict(trial.config), result))
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.writer.close()
+
+    # -- on the writer thread ----------------------------------------------------------------------------
+    def _log(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> None:
+        run = self._run(trial_id, config)
         if run is None:
             return
         step, now = int(result.get("step", 0)), int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, step) for k, v in result.items()
-                   if _is_number(v) and k not in NOT_METRICS]
-        self.mlflow.log_batch(run, metrics=metrics)
+        metrics = [Metric(k, float(v), now, step) for k, v in result.items() if _is_number(v) and k not in NOT_METRICS]
+        self.mlflow.log_batch(run, metrics=metrics, params=self._new_params(run, _resolved(result)))
 
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, trial.last_result or {})
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, {**(trial.last_result or {}), "status": "failed",
-                             "error": str(trial.error_file or "the trial raised")})
-
-    def _finish(self, trial: Any, result: dict[str, Any]) -> None:
-        run = self._run(trial)
+    def _finish(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> None:
+        run = self._run(trial_id, config)
         if run is None:
             return
         step, total = int(result.get("step", 0)), int(result.get("total_steps", 0))
@@ -91,35 +140,45 @@ class Recorder(Callback):
         tags = {"status": status, "fidelity": fidelity, "step_reached": str(step), "node_id": result.get("node_id", "")}
         if result.get("error"):
             tags["error"] = _text(result["error"])
-        self.mlflow.log_batch(run, tags=[RunTag(k, v) for k, v in tags.items()])
+        self.mlflow.log_batch(run, tags=[RunTag(k, v) for k, v in tags.items()],
+                              params=self._new_params(run, _resolved(result)))
         self.mlflow.set_terminated(run, RunStatus.to_string(RunStatus.FAILED if status == "failed" else RunStatus.FINISHED))
-        self.finished.add(trial.trial_id)
+        self.finished.add(trial_id)
 
-    def _run(self, trial: Any) -> str | None:
+    def _new_params(self, run: str, values: Mapping[str, Any]) -> list[Param]:
+        """Params not logged yet (MLflow params are write-once): the trainer's resolved configuration."""
+        if not values:
+            return []
+        logged = set(self.mlflow.get_run(run).data.params)
+        return [Param(k, _text(v)) for k, v in values.items() if k not in logged]
+
+    def _run(self, trial_id: str, config: dict[str, Any]) -> str | None:
         """The trial's child run (created on first use); ``None`` once it is finished: nothing is logged twice."""
-        if trial.trial_id in self.finished:
+        if trial_id in self.finished:
             return None
-        if trial.trial_id not in self.runs:
+        if trial_id not in self.runs:
             found = self.mlflow.search_runs([self.experiment], max_results=1,
-                                            filter_string=f"tags.`{TRIAL_TAG}` = '{trial.trial_id}'")
+                                            filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}'")
             if found and found[0].info.status in ("FINISHED", "FAILED"):
-                self.finished.add(trial.trial_id)
+                self.finished.add(trial_id)
                 return None
-            self.runs[trial.trial_id] = found[0].info.run_id if found else self._create(trial)
-        return self.runs[trial.trial_id]
+            self.runs[trial_id] = found[0].info.run_id if found else self._create(trial_id, config)
+        return self.runs[trial_id]
 
-    def _create(self, trial: Any) -> str:
+    def _create(self, trial_id: str, config: dict[str, Any]) -> str:
         from search.trainable import unfold
 
-        config = unfold(trial.config)
-        tags = {"mlflow.parentRunId": self.parent, TRIAL_TAG: trial.trial_id, "design_id": _design_id(config),
-                "optuna_trial": str(config.get("optuna_trial", "")), "status": "running",
-                "confirmation": str("case" in trial.config).lower()}
-        run = self.mlflow.create_run(self.experiment, run_name=f"{self.search}-{config.get('optuna_trial', trial.trial_id)}",
+        confirmation = "case" in config
+        config = unfold(config)
+        tags = {"mlflow.parentRunId": self.parent, TRIAL_TAG: trial_id, "design_id": _design(config).id,
+                "optuna_trial": str(config.get("optuna_trial", "")), "preset": config.get("preset", ""), "status": "running",
+                "confirmation": str(confirmation).lower()}
+        run = self.mlflow.create_run(self.experiment, run_name=f"{self.search}-{config.get('optuna_trial', trial_id)}",
                                      tags=tags)
         untouched = {f"{site}.form": "none" for site in self.sites}  # a searched site left alone is a value too
         params = {**self.constants, **untouched, **config["design"], "budget": config["budget"], "seed": config["seed"]}
         self.mlflow.log_batch(run.info.run_id, params=[Param(k, _text(v)) for k, v in params.items()])
+        self.mlflow.log_text(run.info.run_id, _design(config).to_json(), "design.json")
         return run.info.run_id
 
 
@@ -127,10 +186,17 @@ NOT_METRICS = {"step", "total_steps", "optuna_trial", "training_iteration", "tim
                "time_total_s", "time_since_restore", "iterations_since_restore", "pid", "done"}
 
 
-def _design_id(config: Mapping[str, Any]) -> str:
+def _design(config: Mapping[str, Any]) -> Any:
     from peft_space import Design
 
-    return Design.from_dict(config["design"]).id
+    return Design.from_dict(config["design"])
+
+
+def _resolved(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The trainer's resolved configuration from a final report (nested, or flattened by Ray as ``resolved/…``)."""
+    if isinstance(result.get("resolved"), Mapping):
+        return dict(result["resolved"])
+    return {k.removeprefix("resolved/"): v for k, v in result.items() if k.startswith("resolved/")}
 
 
 def _is_number(value: Any) -> bool:
@@ -141,23 +207,38 @@ def _text(value: Any) -> str:
     return str(value)[:MAX_PARAM]
 
 
-def record_front(mlflow: MlflowClient, search: str, summary: Any) -> None:
-    """Tag every trial run ``pareto`` true/false and attach the front (JSON, CSV) and hypervolume to the parent."""
-    import csv
-    import io
+def record_summary(mlflow: MlflowClient, search: str, summary: Any, weights: Mapping[int, Path]) -> None:
+    """After a search: tag every trial run ``pareto`` true/false, attach each front trial's trained modification
+    (``weights``: Optuna trial -> the folder ``peft_space.save`` wrote), and give the parent run the front
+    (CSV, JSON), the importance table, the hypervolume and the Pareto plot (HTML with its JavaScript, PNG)."""
+    from dashboards.plots import pareto_figure, pareto_png, write_html
+    from search.report import describe
 
-    experiment = mlflow.get_experiment_by_name(search)
-    parent = mlflow.search_runs([experiment.experiment_id], filter_string=f"tags.`{SEARCH_TAG}` = '{search}'")[0]
+    experiment = mlflow.get_experiment_by_name(search).experiment_id
+    parent = mlflow.search_runs([experiment], filter_string=f"tags.`{SEARCH_TAG}` = '{search}'")[0].info.run_id
+    children = mlflow.search_runs([experiment], max_results=50_000, filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
     on_front = {str(row.trial) for row in summary.front}
-    children = mlflow.search_runs([experiment.experiment_id], max_results=50_000,
-                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     for run in children:
-        mlflow.set_tag(run.info.run_id, "pareto", str(run.data.tags.get("optuna_trial") in on_front).lower())
-    table = io.StringIO()
-    writer = csv.writer(table)
-    writer.writerow(["trial", "design", "budget_pct", summary.metric])
-    writer.writerows([row.trial, row.design, row.budget, row.metric] for row in summary.front)
-    mlflow.log_text(parent.info.run_id, table.getvalue(), "pareto/front.csv")
-    mlflow.log_text(parent.info.run_id, summary.to_json(), "pareto/summary.json")
-    mlflow.log_batch(parent.info.run_id, metrics=[Metric("hypervolume", summary.hypervolume, int(time.time() * 1000), 0)]
-                     + [Metric(f"trials_{k}", v, int(time.time() * 1000), 0) for k, v in summary.counts.items()])
+        trial = run.data.tags.get("optuna_trial")
+        mlflow.set_tag(run.info.run_id, "pareto", str(trial in on_front).lower())
+        if trial in on_front and run.data.tags.get("confirmation") == "false" and int(trial) in weights:
+            mlflow.log_artifacts(run.info.run_id, str(weights[int(trial)]), "modification")
+    rows = [{**asdict(row), "description": describe(row.design_json) if row.design_json else ""}
+            for row in [*summary.rows, *summary.stopped]]
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder)
+        columns = ["trial", "design", "description", "budget", "metric", "status", "step", "on_front"]
+        with open(out / "trials.csv", "w", newline="") as table:
+            writer = csv.DictWriter(table, columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        with open(out / "importance.csv", "w", newline="") as table:
+            csv.writer(table).writerows([("dimension", "importance"), *summary.importance.items()])
+        (out / "summary.json").write_text(summary.to_json())
+        title = f"{search}: {summary.metric} against budget"
+        write_html(pareto_figure(rows, summary.metric, title), out / "pareto.html")
+        pareto_png(rows, summary.metric, title, out / "pareto.png")
+        mlflow.log_artifacts(parent, folder, "pareto")
+    now = int(time.time() * 1000)
+    mlflow.log_batch(parent, metrics=[Metric("hypervolume", summary.hypervolume, now, 0)]
+                     + [Metric(f"trials_{k}", v, now, 0) for k, v in summary.counts.items()])

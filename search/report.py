@@ -22,9 +22,12 @@ class Row:
     trial: int
     design: str  # the preset's name, or the design id
     budget: float  # % of the pretrained model
-    metric: float
+    metric: float  # final (complete) or last reported before ASHA stopped it (stopped)
     on_front: bool
     design_json: str = ""
+    status: str = "complete"  # or "stopped"
+    step: int = 0  # optimiser steps reached
+    ray_trial_id: str = ""
 
 
 @dataclass
@@ -32,6 +35,7 @@ class Summary:
     metric: str
     higher_is_better: bool
     rows: list[Row]  # every full-budget trial, front first then by budget
+    stopped: list[Row]  # ASHA-stopped trials at the step they reached (plotted, never on the front)
     counts: dict[str, int]  # complete, pruned, failed, infeasible, running
     reference: tuple[float, float]  # (worst metric, largest budget) the hypervolume is measured from
     hypervolume: float
@@ -51,12 +55,19 @@ def summarise(study: optuna.Study, metric: str, higher_is_better: bool, referenc
     sign = 1.0 if higher_is_better else -1.0
     points = [(sign * t.values[0], t.values[1]) for t in complete]
     on_front = set(front(points))
-    rows = [Row(t.number, t.user_attrs.get("preset") or t.user_attrs.get("design_id", ""), t.values[1], t.values[0],
-                i in on_front, t.user_attrs.get("design", "")) for i, t in enumerate(complete)]
+    rows = [_row(t, t.values[0], i in on_front, "complete") for i, t in enumerate(complete)]
     rows.sort(key=lambda r: (not r.on_front, r.budget, -sign * r.metric))
+    stopped = [_row(t, t.user_attrs["last_metric"], False, "stopped")
+               for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if "last_metric" in t.user_attrs]
     area = hypervolume(points, (sign * reference[0], reference[1]))
-    return Summary(metric, higher_is_better, rows, _counts(study.trials), reference, area,
+    return Summary(metric, higher_is_better, rows, stopped, _counts(study.trials), reference, area,
                    importance(study, complete), _mam(rows, points, sign))
+
+
+def _row(t: FrozenTrial, metric: float, on_front: bool, status: str) -> Row:
+    attrs = t.user_attrs
+    return Row(t.number, attrs.get("preset") or attrs.get("design_id", ""), attrs["budget"], metric, on_front,
+               attrs.get("design", ""), status, attrs.get("step", 0), attrs.get("ray_trial_id", ""))
 
 
 def _counts(trials: list[FrozenTrial]) -> dict[str, int]:
@@ -97,16 +108,29 @@ def _mam(rows: list[Row], points: list[tuple[float, float]], sign: float) -> str
     return f"MAM is dominated by {better} design(s) ({mam.metric:.4f} at {mam.budget:.3f}%)"
 
 
+def describe(design_json: str) -> str:
+    """A design in one line, site by site: ``ffn: form=relu insertion=parallel ... scale=4 bottleneck=32``."""
+    from peft_space import Design
+
+    sites: dict[str, list[str]] = {}
+    for key, value in Design.from_json(design_json).to_dict().items():
+        site, dim = key.split(".", 1)
+        shown = f"{dim}={value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else (
+            dim if value is True else "" if value is False else f"{dim}={value}")
+        sites.setdefault(site, []).append(shown)
+    return "; ".join(f"{site}: " + " ".join(v for v in values if v) for site, values in sites.items()) or "task head only"
+
+
 def render(summary: Summary, title: str) -> Any:
     """A rich renderable: the front table, then the counts, hypervolume, importance and MAM's rank."""
     from rich.console import Group
     from rich.table import Table
 
     table = Table(title=f"{title}: Pareto front ({summary.metric} {'↑' if summary.higher_is_better else '↓'}, budget ↓)")
-    for column in ("trial", "design", "budget %", summary.metric):
-        table.add_column(column, justify="right" if column != "design" else "left")
+    for column in ("trial", "design", "budget %", summary.metric, "dimensions"):
+        table.add_column(column, justify="right" if column in ("trial", "budget %", summary.metric) else "left")
     for row in summary.front:
-        table.add_row(str(row.trial), row.design, f"{row.budget:.4f}", f"{row.metric:.4f}")
+        table.add_row(str(row.trial), row.design, f"{row.budget:.4f}", f"{row.metric:.4f}", describe(row.design_json))
     counts = ", ".join(f"{v} {k}" for k, v in summary.counts.items() if v)
     ref_metric, ref_budget = summary.reference
     lines = [f"trials: {counts}",

@@ -9,8 +9,10 @@ Where things live (all under the spec's stores, nothing in Ray's temp folders th
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import sqlite3
 import statistics
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,7 @@ def run(spec: Spec, *, resume: bool = False, verbose: int = 1) -> Any:
                                             f"`peft-search resume {spec.name}`)")
     saved.parent.mkdir(parents=True, exist_ok=True)
     saved.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
-    _sqlite_dirs(spec)
+    _sqlite_stores(spec)
     _connect(spec)
     trainable = _trainable(spec)
     path = experiment_dir(spec) / spec.name
@@ -86,11 +88,15 @@ def _connect(spec: Spec) -> None:
         ray.init(address=address, configure_logging=False, log_to_driver=False)
 
 
-def _sqlite_dirs(spec: Spec) -> None:
-    """SQLite creates the database file but not its folder."""
+def _sqlite_stores(spec: Spec) -> None:
+    """Create SQLite stores' folders, in write-ahead-log mode: ``peft-search pareto`` or the MLflow UI can read
+    while the search writes, and commits are cheaper."""
     for url in (spec.storage, spec.tracking_uri):
         if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(url.removeprefix("sqlite:///"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.closing(sqlite3.connect(path)) as db:
+                db.execute("PRAGMA journal_mode=WAL")
 
 
 def _trainable(spec: Spec) -> Any:
@@ -171,6 +177,7 @@ def _params(spec: Spec) -> dict[str, Any]:
             flat |= {f"{key}.{k}": v for k, v in value.items()}
         else:
             flat[key] = value
+    flat |= {"metric": spec.task_def.validation_metric, "higher_is_better": spec.task_def.higher_is_better}
     return {k: v for k, v in flat.items() if k not in ("storage", "tracking_uri")}  # URLs may carry credentials
 
 
@@ -178,7 +185,9 @@ def _params(spec: Spec) -> dict[str, Any]:
 def study(spec: Spec) -> Any:
     import optuna
 
-    return optuna.load_study(study_name=spec.name, storage=spec.storage)
+    from search.searcher import open_storage
+
+    return optuna.load_study(study_name=spec.name, storage=open_storage(spec.storage))
 
 
 def reference(spec: Spec) -> tuple[float, float]:
@@ -202,7 +211,8 @@ def confirm(spec: Spec, summary: Any, verbose: int) -> None:
     task = spec.task_def
     front = summary.front
     name = f"{spec.name}-confirm"
-    configs = [{"design": _design_dict(row), "budget": row.budget, "optuna_trial": row.trial, "seed": spec.seed + k}
+    configs = [{"design": _design_dict(row), "budget": row.budget, "optuna_trial": row.trial, "seed": spec.seed + k,
+                "preset": row.design if row.design in spec.points_to_evaluate else ""}
                for row in front for k in range(1, spec.confirm_seeds + 1)]
     tuner = tune.Tuner(_trainable(spec), param_space={**_constants(spec), "case": tune.grid_search(configs)},
                        tune_config=tune.TuneConfig(max_concurrent_trials=spec.concurrency, reuse_actors=True,
@@ -225,7 +235,13 @@ def _design_dict(row: Any) -> dict[str, Any]:
 
 
 def record_summary(spec: Spec, summary: Any) -> None:
-    """Tag each trial's run on or off the front and attach the front to the parent run."""
-    from search.records import client, record_front
+    """Tag the trials' runs on or off the front; attach the front's weights, tables and plots (``records``)."""
+    from search.records import client, record_summary as record
 
-    record_front(client(spec.tracking_uri), spec.name, summary)
+    trials = experiment_dir(spec) / spec.name
+    weights = {}
+    for row in summary.front:
+        checkpoints = sorted(trials.glob(f"trial_{row.ray_trial_id}/checkpoint_*"))
+        if checkpoints:
+            weights[row.trial] = checkpoints[-1]
+    record(client(spec.tracking_uri), spec.name, summary, weights)

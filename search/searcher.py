@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+from pathlib import Path
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -44,6 +45,7 @@ class DesignSearcher(Searcher):
         self.space, self.budget_of, self.cap = space, budget_of, cap
         self.study_name, self.storage, self.sampler = study_name, storage, sampler
         self.trials: dict[str, int] = {}  # Ray trial id -> Optuna trial number
+        self._live: dict[str, optuna.Trial] = {}  # trials asked by this driver and not yet told
         self._study: optuna.Study | None = None
         if not self.study.trials:  # a new study: the paper's methods first
             for name, design in (points or {}).items():
@@ -53,12 +55,12 @@ class DesignSearcher(Searcher):
     def study(self) -> optuna.Study:
         if self._study is None:
             directions = ["maximize" if self.mode == "max" else "minimize", "minimize"]
-            self._study = optuna.create_study(study_name=self.study_name, storage=self.storage, sampler=self.sampler,
+            self._study = optuna.create_study(study_name=self.study_name, storage=open_storage(self.storage), sampler=self.sampler,
                                               directions=directions, load_if_exists=True)
         return self._study
 
     def __getstate__(self) -> dict[str, Any]:  # Ray pickles the searcher: the study re-opens from its storage
-        return {**self.__dict__, "_study": None}
+        return {**self.__dict__, "_study": None, "_live": {}}
 
     # -- Ray's Searcher interface --------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
@@ -76,8 +78,9 @@ class DesignSearcher(Searcher):
             for key, value in {"design_id": design.id, "design": design.to_json(), BUDGET: budget,
                                "ray_trial_id": trial_id}.items():
                 trial.set_user_attr(key, value)
-            self.trials[trial_id] = trial.number
-            return {"design": design.to_dict(), BUDGET: budget, "optuna_trial": trial.number}
+            self.trials[trial_id], self._live[trial_id] = trial.number, trial
+            preset = trial.user_attrs.get("preset", "")
+            return {"design": design.to_dict(), BUDGET: budget, "optuna_trial": trial.number, "preset": preset}
         raise DesignError("budget_cap", self.cap, f"a cap some design of the space meets ({MAX_REJECTIONS} sampled "
                                                    "designs in a row were over it or did not fit the model)")
 
@@ -90,13 +93,14 @@ class DesignSearcher(Searcher):
         if number is None:
             return
         state, values, attrs = outcome(result, error, self.metric)
-        frozen = self.study.trials[number]
-        if frozen.state == TrialState.RUNNING:
-            live = optuna.Trial(self.study, frozen._trial_id)  # noqa: SLF001 - Optuna has no public by-number handle
+        live = self._live.pop(trial_id, None)
+        if live is not None:
             for key, value in attrs.items():
                 live.set_user_attr(key, value)
             self.study.tell(live, values, state=state)
-        elif frozen.user_attrs.get("interrupted") and not any(
+            return
+        frozen = self.study.trials[number]  # asked before a restore: failed then, or already told
+        if frozen.user_attrs.get("interrupted") and not any(
                 t.user_attrs.get("rerun_of") == number for t in self.study.trials):
             # failed when the driver died, re-run by Ray after the restore: recorded once, as a new trial
             self.study.add_trial(optuna.trial.create_trial(
@@ -111,11 +115,28 @@ class DesignSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as file:
             state = pickle.load(file)
-        self.trials, self.sampler, self._study = state["trials"], state["sampler"], None
+        self.trials, self.sampler, self._study, self._live = state["trials"], state["sampler"], None, {}
         for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             live = optuna.Trial(self.study, frozen._trial_id)  # noqa: SLF001
             live.set_user_attr("interrupted", "the search driver stopped while this trial ran")
             self.study.tell(live, state=TrialState.FAIL)
+
+
+JOURNAL = "journal:///"
+
+
+def open_storage(url: str) -> str | optuna.storages.BaseStorage:
+    """An Optuna storage from a URL: SQLAlchemy URLs (``sqlite:///``, ``postgresql://``) as they are, and
+    ``journal:///path.log`` as Optuna's journal file storage (append-only, file-locked: several drivers may
+    share it, and it is cheaper per trial than SQLite)."""
+    if url.startswith(JOURNAL):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(url.removeprefix(JOURNAL))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    return url
 
 
 def outcome(result: dict[str, Any] | None, error: bool, metric: str) -> tuple[TrialState, list[float] | None, dict]:

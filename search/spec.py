@@ -15,7 +15,7 @@ Every problem is reported at once, one line each, naming the field, the value an
     trials: 30
     concurrency: 2
     resources: {cpu: 1, gpu: 0}
-    storage: sqlite:///peft-search/optuna.db
+    storage: sqlite:///peft-search/optuna.db       # or postgresql://…, or journal:///path.log (Optuna's journal file)
     tracking_uri: sqlite:///peft-search/mlflow.db
     ray_address: null                             # null: a local Ray; "auto" or host:port for a cluster
     root: peft-search                             # Ray's experiment folder and the saved spec live here
@@ -216,7 +216,8 @@ def parse(data: Mapping[str, Any]) -> Spec:
         check(f"resources.{key}", isinstance(value, (int, float)) and value >= 0, value, "a number ≥ 0 (fractions allowed)")
     for key in ("storage", "tracking_uri"):
         value = spec.get(key, getattr(Spec, key))
-        check(key, isinstance(value, str) and "://" in value, value, "a URL such as sqlite:///path.db or postgresql://…")
+        check(key, isinstance(value, str) and "://" in value, value, "a URL such as sqlite:///path.db or postgresql://…"
+              + (" or journal:///path.log" if key == "storage" else ""))
     try:
         trainers.resolve(trainers.TASKS.get(task, trainers.TASKS[Spec.task]), dict(spec.get("train", {})))
     except FieldError as err:

@@ -5,7 +5,9 @@ search's constants (``task``, ``model``, ``seed``, ``data_dir``, ``train``, ``pl
 carry ``step`` (ASHA's time attribute) and ``total_steps``; the last report, after training, carries the
 final validation and test metrics and ``status``. A trial that diverges reports ``status="failed"`` with the
 reason instead of raising, so Ray does not retry it; a trial that raises (out of memory, a lost node) is
-retried by Ray's failure config.
+retried by Ray's failure config. A completed trial's last report carries its trained modification as a Ray
+checkpoint (``peft_space.save``'s files); the first and the last report carry the resolved training
+configuration (``resolved``), so that a trial stopped by ASHA can be reproduced too.
 
 ``synthetic`` stands in for training with a closed-form learning curve per design: it exercises the whole
 stack (searcher, ASHA, storage, MLflow) in seconds, for dry runs of a spec or a cluster and for benchmarks.
@@ -15,11 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import math
+import tempfile
 import time
 from typing import Any
 
 import ray
 from ray import tune
+from ray.tune import Checkpoint
 
 import trainers
 from peft_space import Design
@@ -31,17 +35,24 @@ def train_design(config: dict[str, Any]) -> None:
     config, design = _start(config)
     total = int(config["train"]["steps"])
     common = _common(config, design, total)
+    resolved: dict[str, Any] = {}  # hyper-parameters, data source, threads, versions: sent with the first report
 
     def report(step: int, metrics: dict[str, float]) -> None:
         if step < total:  # the final evaluation is reported below, with the test metrics
-            tune.report({**metrics, **common, "step": step, "status": "running"})
+            tune.report({**metrics, **common, "step": step, "status": "running", "resolved": dict(resolved)})
+            resolved.clear()
 
-    result = trainers.train(config["task"], design, model=config["model"], seed=config["seed"],
-                            data_dir=config.get("data_dir"), report=report, progress=False, **config["train"])
-    tune.report({**result.validation, **{f"test_{k}": v for k, v in result.test.items()}, **common,
-                 "step": result.step, "status": result.status, "error": result.error or "",
-                 "budget_actual": result.budget.get("pct_actual", 0.0), "train_seconds": result.train_seconds,
-                 "examples_per_second": result.examples_per_second})
+    with tempfile.TemporaryDirectory() as weights:
+        result = trainers.train(config["task"], design, model=config["model"], seed=config["seed"],
+                                data_dir=config.get("data_dir"), report=report, progress=False, save_dir=weights,
+                                on_start=lambda values: resolved.update({k: v for k, v in values.items() if k != "design"}),
+                                **config["train"])
+        budget = {f"budget_{k}": v for k, v in result.budget.items()}  # counts and % (analytic, actual), head, new
+        saved = Checkpoint.from_directory(weights) if result.status == "completed" else None
+        tune.report({**result.validation, **{f"test_{k}": v for k, v in result.test.items()}, **common, **budget,
+                     "step": result.step, "status": result.status, "error": result.error or "",
+                     "train_seconds": result.train_seconds, "examples_per_second": result.examples_per_second,
+                     "resolved": {k: v for k, v in result.config.items() if k != "design"}}, checkpoint=saved)
 
 
 def synthetic(config: dict[str, Any]) -> None:

@@ -118,20 +118,6 @@ def _finished(spec):
     return [t for t in trained(study) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
 
 
-def test_the_smoke_profile_trains_minilm_from_the_command_line(tmp_path, ray_cluster):
-    stores = ["--root", str(tmp_path), "--storage", f"sqlite:///{tmp_path}/optuna.db",
-              "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
-    out = subprocess.run([*CLI, "run", "--smoke", "--address", ray_cluster, "--verbose", "0", *stores],
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "default-smoke: Pareto front" in out.stdout and "lora_attn" in out.stdout
-    shown = subprocess.run([*CLI, "pareto", "default-smoke", "--root", str(tmp_path), "--json"],
-                           capture_output=True, text=True, timeout=120)
-    summary = json.loads(shown.stdout)
-    assert summary["metric"] == "accuracy" and sum(summary["counts"][k] for k in ("complete", "pruned")) == 4
-    assert all(0.0 <= row["metric"] <= 1.0 for row in summary["rows"])
-
-
 def test_a_registered_dimension_reaches_the_space_the_help_and_the_records(tmp_path, ray_cluster):
     env = {**os.environ, "PEFT_SEARCH_PLUGINS": "extension_layers",
            "PYTHONPATH": str(Path(__file__).parent), "COLUMNS": "200"}

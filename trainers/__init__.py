@@ -17,7 +17,7 @@ from typing import Any
 from trainers.config import TrainConfig, resolve
 from trainers.tasks import TASKS, Task, register_task
 
-_LAZY = {"train": "trainers.loop", "Result": "trainers.loop", "load_base": "trainers.models", "budget_pct": "trainers.models",
+_LAZY = {"train": "trainers.loop", "evaluate": "trainers.loop", "Result": "trainers.loop", "load_base": "trainers.models", "budget_pct": "trainers.models",
          "DEFAULT_MODEL": "trainers.models"}
 
 
@@ -27,4 +27,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'trainers' has no attribute {name!r}")
 
 
-__all__ = ["DEFAULT_MODEL", "Result", "TASKS", "budget_pct", "Task", "TrainConfig", "load_base", "register_task", "resolve", "train"]
+__all__ = ["DEFAULT_MODEL", "Result", "TASKS", "budget_pct", "evaluate", "Task", "TrainConfig", "load_base", "register_task", "resolve", "train"]

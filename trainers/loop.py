@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +21,7 @@ from torch import nn
 
 import peft_space
 from peft_space import FieldError
+from peft_space.io import DESIGN_FILE
 from trainers.config import TrainConfig, resolve
 from trainers.data import field as get_field, load_splits
 from trainers.metrics import normalise
@@ -70,12 +72,16 @@ def train(
     data_dir: str | None = None,
     report: Report | None = None,
     progress: bool = True,
+    save_dir: str | Path | None = None,
+    on_start: Callable[[dict[str, Any]], None] | None = None,
     **overrides: Any,
 ) -> Result:
     """Train ``design`` on ``task`` from ``model`` with the task's recipe and ``overrides`` (see ``TrainConfig``).
 
     ``design=None`` is full fine-tuning (every parameter trains; the base weights are restored afterwards
-    by the next call)."""
+    by the next call). ``save_dir``: where a completed run writes its trained modification (``peft_space.save``).
+    ``on_start`` receives the resolved configuration (hyper-parameters, data source, threads, versions) before
+    the first step, so that a run stopped early is still reproducible."""
     task = task_by_name(task)
     config = resolve(task, overrides)
     if config.threads:
@@ -89,7 +95,26 @@ def train(
                 "design": design.to_dict() if design else {}, "design_id": design.id if design else FULL,
                 **asdict(config), "device": str(run.device), "threads": torch.get_num_threads(),
                 "uncased_metrics": base.uncased and task.kind == "seq2seq", **versions()}
-    return run.fit(splits, report, progress, resolved, budget)
+    if on_start is not None:
+        on_start(resolved)
+    result = run.fit(splits, report, progress, resolved, budget)
+    if save_dir is not None and design is not None and result.status == "completed":
+        peft_space.save(run.model, save_dir)
+    return result
+
+
+def evaluate(task: str | Task, weights: str | Path, *, model: str = "minilm", data_dir: str | None = None,
+             **overrides: Any) -> dict[str, float]:
+    """Validation metrics of a trained modification saved by ``peft_space.save`` (or ``train(save_dir=...)``)."""
+    task = task_by_name(task)
+    config = resolve(task, overrides)
+    splits, _ = load_splits(task, data_dir)
+    base = load_base(model, task.kind, task.num_labels)
+    run = Run(task, config, base, 0)
+    design = peft_space.Design.from_json((Path(weights) / DESIGN_FILE).read_text())
+    run.model = prepare(base, design, 0).to(run.device)
+    peft_space.load(run.model, weights)
+    return run.validate(run.encode(splits["validation"], config.eval_examples))
 
 
 def _budget(base: Base, design: peft_space.Design | None) -> dict[str, float]:

@@ -1,0 +1,102 @@
+"""Re-train a recorded trial, or export its trained modification, from what its MLflow run holds.
+
+A trial's run records everything ``trainers.train`` needs: the design (``design.json``), task, model, seed,
+data source and every resolved hyper-parameter (thread count included). ``reproduce`` trains it again here,
+logs the new run beside the original (tag ``peft_search.reproduces``) and returns both metric sets; on a CPU
+with the shipped data they are equal. ``export`` writes the front trial's weights for inference (and HF peft's
+format where the design is LoRA).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from peft_space import Design, DesignError, FieldError
+from peft_space.io import DESIGN_FILE
+from search.records import client
+
+REPRODUCES = "peft_search.reproduces"
+
+
+def _run(tracking_uri: str, run_id: str) -> Any:
+    mlflow = client(tracking_uri)
+    try:
+        return mlflow, mlflow.get_run(run_id)
+    except Exception:  # MLflow raises its own error type for an unknown id
+        raise FieldError("RUN_ID", run_id, f"the id of a trial run in {tracking_uri}") from None
+
+
+def recorded_inputs(run: Any) -> dict[str, Any]:
+    """``trainers.train``'s arguments as the run recorded them."""
+    from trainers import TrainConfig
+
+    params = run.data.params
+    missing = [k for k in ("task", "model", "seed", "data") if k not in params]
+    if missing:
+        raise FieldError("RUN_ID", run.info.run_id, f"a finished trial run (this one lacks {', '.join(missing)})")
+    hyper = {f.name: params[f.name] for f in fields(TrainConfig) if f.name in params}
+    data = params["data"]
+    return {"task": params["task"], "model": params["model"], "seed": int(params["seed"]),
+            "data_dir": None if data.startswith("hub:") else data, **hyper}
+
+
+def reproduce(tracking_uri: str, run_id: str, seed: int | None = None) -> tuple[dict[str, float], dict[str, float], str]:
+    """Re-train run ``run_id`` (with another ``seed`` if given): (recorded metrics, new metrics, new run id)."""
+    import trainers
+    from mlflow.entities import Metric, Param, RunTag
+
+    mlflow, run = _run(tracking_uri, run_id)
+    inputs = recorded_inputs(run)
+    if seed is not None:
+        inputs["seed"] = seed
+    with tempfile.TemporaryDirectory() as folder:
+        design = Design.from_json(Path(mlflow.download_artifacts(run_id, DESIGN_FILE, folder)).read_text())
+    history: list[tuple[int, dict[str, float]]] = []
+    result = trainers.train(inputs.pop("task"), design, report=lambda step, m: history.append((step, m)),
+                            progress=True, **inputs)
+    new = {**result.validation, **{f"test_{k}": v for k, v in result.test.items()}}
+    recorded = {k: v for k, v in run.data.metrics.items() if k in new}
+    tags = {REPRODUCES: run_id, "status": result.status, "design_id": design.id,
+            "mlflow.parentRunId": run.data.tags.get("mlflow.parentRunId", "")}
+    copy = mlflow.create_run(run.info.experiment_id, run_name=f"{run.info.run_name}-reproduced", tags=tags)
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, float(v), now, step) for step, values in history for k, v in values.items()]
+    metrics += [Metric(k, float(v), now, result.step) for k, v in new.items() if k.startswith("test_")]
+    params = {**run.data.params, "seed": str(inputs["seed"])}
+    mlflow.log_batch(copy.info.run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()],
+                     tags=[RunTag("step_reached", str(result.step))])
+    mlflow.log_text(copy.info.run_id, design.to_json(), "design.json")
+    mlflow.set_terminated(copy.info.run_id, "FINISHED" if result.status == "completed" else "FAILED")
+    return recorded, new, copy.info.run_id
+
+
+def export(tracking_uri: str, run_id: str, out: str | Path) -> Path:
+    """Write run ``run_id``'s trained modification to ``out`` (``peft_space.load`` reads it back); LoRA designs
+    are also written in HF peft's format under ``out/peft``."""
+    import peft_space
+    import trainers
+    from trainers.models import prepare
+
+    mlflow, run = _run(tracking_uri, run_id)
+    if not any(a.path == "modification" for a in mlflow.list_artifacts(run_id)):
+        raise FieldError("RUN_ID", run_id, "a run on a search's Pareto front (only those keep trained weights)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(mlflow.download_artifacts(run_id, "modification", folder))
+        for file in source.iterdir():
+            (out / file.name).write_bytes(file.read_bytes())
+    inputs = recorded_inputs(run)
+    task = trainers.TASKS[inputs["task"]]
+    base = trainers.load_base(inputs["model"], task.kind, task.num_labels)
+    design = Design.from_json((out / DESIGN_FILE).read_text())
+    model = peft_space.load(prepare(base, design, 0), out)
+    try:
+        peft_space.export_peft(model, out / "peft")
+    except DesignError:  # not a LoRA design: peft_space's own format only
+        pass
+    return out

@@ -1,0 +1,182 @@
+"""What a search leaves in MLflow, read back: records, plots, dashboards, reproduction, export and the UI.
+
+One real search (``peft-search run --smoke``: MiniLM on the shipped SST-2, 4 trials of 4 steps) on the shared
+two-node Ray cluster feeds every test here."""
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+import dashboards
+import peft_space
+import trainers
+from search.reproduce import recorded_inputs
+
+CLI = [str(Path(sys.executable).parent / "peft-search")]
+NAME = "default-smoke"
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, ray_cluster):
+    root = tmp_path_factory.mktemp("smoke")
+    tracking = f"sqlite:///{root}/mlflow.db"
+    out = subprocess.run([*CLI, "run", "--smoke", "--address", ray_cluster, "--verbose", "0", "--root", str(root),
+                          "--storage", f"sqlite:///{root}/optuna.db", "--tracking-uri", tracking],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name(NAME).experiment_id
+    runs = client.search_runs([experiment], filter_string="tags.ray_trial_id != ''")
+    parent = client.search_runs([experiment], filter_string=f"tags.`peft_search.search` = '{NAME}'")[0]
+    return {"root": root, "tracking": tracking, "client": client, "runs": runs, "parent": parent, "stdout": out.stdout}
+
+
+def test_the_smoke_profile_prints_the_front_and_pareto_reads_it_back(smoke):
+    assert f"{NAME}: Pareto front" in smoke["stdout"] and "lora_attn" in smoke["stdout"]
+    shown = subprocess.run([*CLI, "pareto", NAME, "--root", str(smoke["root"]), "--json"],
+                           capture_output=True, text=True, timeout=120)
+    summary = json.loads(shown.stdout)
+    assert summary["metric"] == "accuracy" and summary["counts"]["complete"] + summary["counts"]["pruned"] == 4
+    assert all(0.0 <= row["metric"] <= 1.0 for row in summary["rows"])
+
+
+def test_each_trial_run_holds_its_design_hyper_parameters_history_and_outcome(smoke):
+    runs = smoke["runs"]
+    assert len(runs) == 4 and all(r.data.tags["mlflow.parentRunId"] == smoke["parent"].info.run_id for r in runs)
+    for run in runs:
+        params, tags = run.data.params, run.data.tags
+        assert {"attn.form", "ffn.form", "task", "model", "seed", "lr", "threads", "data", "version.torch"} <= set(params)
+        assert params["threads"] == "1" and (Path(params["data"]) / "sst2" / "train.tsv").is_file()
+        assert tags["status"] in ("completed", "stopped") and tags["pareto"] in ("true", "false") and tags["design_id"]
+        history = smoke["client"].get_metric_history(run.info.run_id, "accuracy")
+        assert [m.step for m in history] == ([2, 4] if tags["status"] == "completed" else [2])
+        files = {a.path for a in smoke["client"].list_artifacts(run.info.run_id)}
+        assert "design.json" in files and ("modification" in files) == (tags["pareto"] == "true")
+        if tags["status"] == "completed":
+            assert {"budget_analytic", "budget_pct_actual", "train_seconds", "examples_per_second"} <= set(run.data.metrics)
+
+
+def test_the_parent_run_carries_a_self_contained_pareto_plot_and_the_front(smoke, tmp_path):
+    client, parent = smoke["client"], smoke["parent"].info.run_id
+    folder = Path(client.download_artifacts(parent, "pareto", str(tmp_path)))
+    assert {"pareto.html", "pareto.png", "trials.csv", "importance.csv", "summary.json"} <= {p.name for p in folder.iterdir()}
+    page = (folder / "pareto.html").read_text()
+    assert "<script src=" not in page and "Plotly.newPlot" in page  # the JavaScript is inline, no CDN
+    assert (folder / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    front = {r.data.tags["optuna_trial"] for r in smoke["runs"] if r.data.tags["pareto"] == "true"}
+    summary = json.loads((folder / "summary.json").read_text())
+    assert front == {str(r["trial"]) for r in summary["rows"] if r["on_front"]}
+    assert smoke["parent"].data.metrics["hypervolume"] == pytest.approx(summary["hypervolume"])
+
+
+def test_dashboards_rebuild_the_front_and_table_6_from_mlflow_alone(smoke):
+    frame = dashboards.trials(smoke["tracking"], NAME)
+    assert len(frame) == 4 and frame.attrs["metric"] == "accuracy"
+    rebuilt = set(dashboards.front(frame).run_id)
+    assert rebuilt == {r.info.run_id for r in smoke["runs"] if r.data.tags["pareto"] == "true"}
+    table = dashboards.table6(frame)
+    assert list(table.columns) == ["method", "params_pct", "metric", "runs", "on_front"]
+    assert table.params_pct.is_monotonic_increasing and table.on_front.any()
+    both = dashboards.compare(smoke["tracking"], [NAME, NAME])
+    assert len(both) == 2 * len(rebuilt)
+    shown = subprocess.run([*CLI, "table", NAME, "--tracking-uri", smoke["tracking"]], capture_output=True,
+                           text=True, timeout=120)
+    assert shown.returncode == 0 and "# params (%)" in shown.stdout and "*" in shown.stdout
+
+
+def _front_run(smoke):
+    return next(r for r in smoke["runs"] if r.data.tags["pareto"] == "true")
+
+
+def test_reproduce_re_trains_a_trial_to_the_same_numbers_and_another_seed_differs(smoke):
+    run = _front_run(smoke)
+    out = subprocess.run([*CLI, "reproduce", run.info.run_id, "--tracking-uri", smoke["tracking"]],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    client = smoke["client"]
+    copies = client.search_runs([run.info.experiment_id],
+                                filter_string=f"tags.`peft_search.reproduces` = '{run.info.run_id}'")
+    assert len(copies) == 1
+    copy = copies[0]
+    assert copy.data.metrics["accuracy"] == run.data.metrics["accuracy"]
+    assert copy.data.metrics["loss"] == pytest.approx(run.data.metrics["loss"], rel=1e-6)
+    assert len(client.get_metric_history(copy.info.run_id, "loss")) == 2  # it trained again: a new history
+    other = subprocess.run([*CLI, "reproduce", run.info.run_id, "--tracking-uri", smoke["tracking"], "--seed", "7"],
+                           capture_output=True, text=True, timeout=300)
+    assert other.returncode == 0
+    seeded = [c for c in client.search_runs([run.info.experiment_id],
+                                            filter_string=f"tags.`peft_search.reproduces` = '{run.info.run_id}'")
+              if c.data.params["seed"] == "7"]
+    assert seeded[0].data.metrics["loss"] != pytest.approx(run.data.metrics["loss"], rel=1e-6)
+
+
+def test_export_writes_weights_that_score_the_recorded_metric(smoke, tmp_path):
+    run = _front_run(smoke)
+    out = subprocess.run([*CLI, "export", run.info.run_id, str(tmp_path / "out"), "--tracking-uri", smoke["tracking"]],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    inputs = recorded_inputs(run)
+    task, model, data = inputs.pop("task"), inputs.pop("model"), inputs.pop("data_dir")
+    inputs.pop("seed")
+    metrics = trainers.evaluate(task, tmp_path / "out", model=model, data_dir=data, **inputs)
+    assert metrics["accuracy"] == run.data.metrics["accuracy"]
+    design = peft_space.Design.from_json((tmp_path / "out" / "design.json").read_text())
+    lora = all(m["form"] == "linear" and m["insertion"] == "parallel" for m in design.sites.values())
+    assert (tmp_path / "out" / "peft" / "adapter_config.json").exists() == lora
+
+
+def test_the_mlflow_ui_shows_the_search_in_headless_chromium(smoke, tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([*CLI, "ui", NAME, "--port", str(port), "--tracking-uri", smoke["tracking"]],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        url = server.stdout.readline().split(": ", 1)[1].strip()
+        assert url.startswith(f"http://127.0.0.1:{port}/#/experiments/")
+        _wait_for(f"http://127.0.0.1:{port}/health")
+        stored = smoke["client"].search_runs([smoke["parent"].info.experiment_id])  # the search, its trials, reproductions
+        runs_page = _dom(f"{url}/runs", until=f"{len(stored)} matching runs")
+        assert NAME in runs_page and f"{len(stored)} matching runs" in runs_page
+        parent = smoke["parent"].info.run_id
+        artifacts = _dom(f"{url}/runs/{parent}/artifacts/pareto/pareto.png", tmp_path / "mlflow-ui.png", until="pareto.html")
+        assert "pareto.html" in artifacts and "pareto/pareto.png" in artifacts and "trials.csv" in artifacts
+        assert (tmp_path / "mlflow-ui.png").stat().st_size > 10_000
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _wait_for(url: str, seconds: float = 60) -> None:
+    deadline = time.time() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            assert time.time() < deadline, f"{url} did not answer"
+            time.sleep(0.5)
+
+
+def _dom(url: str, screenshot: Path | None = None, until: str = "") -> str:
+    """The page's DOM after its JavaScript ran (Debian's chromium, headless); optionally a screenshot too.
+    Returns the page's visible text. The first load of a fresh server can be slow: ``until`` names text to
+    wait for (three loads at most)."""
+    browser = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000",
+               "--window-size=1400,900"]
+    if screenshot is not None:
+        subprocess.run([*browser, f"--screenshot={screenshot}", url], capture_output=True, timeout=120, check=True)
+    for _ in range(3):
+        dom = subprocess.run([*browser, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True).stdout
+        page = " ".join(re.sub(r"<style.*?</style>|<[^>]+>", " ", dom, flags=re.S).split())  # the visible text
+        if until in page:
+            break
+    return page
