@@ -6,8 +6,10 @@ gets one message naming the field and what is allowed (exit code 2, no traceback
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -269,9 +271,19 @@ def ui(
         url += f"#/experiments/{experiment.experiment_id}"
     print(f"MLflow UI for {name or 'all searches'}: {url}", flush=True)
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    server = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri, "--host", host,
-              "--port", str(port), "--workers", "1"]
-    raise typer.Exit(subprocess.call(server, env=env))
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri, "--host", host,
+               "--port", str(port), "--workers", "1"]
+    # the server runs in its own process group (uvicorn and job runners included), stopped with us on
+    # Ctrl-C or SIGTERM: nothing is left listening
+    server = subprocess.Popen(command, env=env, start_new_session=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        code = server.wait()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        server.wait()
+    raise typer.Exit(code)
 
 
 @app.command()

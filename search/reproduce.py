@@ -46,8 +46,9 @@ def recorded_inputs(run: Any) -> dict[str, Any]:
 
 def reproduce(tracking_uri: str, run_id: str, seed: int | None = None) -> tuple[dict[str, float], dict[str, float], str]:
     """Re-train run ``run_id`` (with another ``seed`` if given): (recorded metrics, new metrics, new run id)."""
-    import trainers
     from mlflow.entities import Metric, Param, RunTag
+
+    import trainers
 
     mlflow, run = _run(tracking_uri, run_id)
     inputs = recorded_inputs(run)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import socket
 import sqlite3
 import statistics
 from pathlib import Path
@@ -44,10 +45,10 @@ def run(spec: Spec, *, resume: bool = False, verbose: int = 1) -> Any:
     if saved.exists() and not resume:
         raise FieldError("name", spec.name, f"a name not used under {spec.root} (continue this one with "
                                             f"`peft-search resume {spec.name}`)")
+    _connect(spec)  # an unreachable cluster is refused before anything is written
     saved.parent.mkdir(parents=True, exist_ok=True)
     saved.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
     _sqlite_stores(spec)
-    _connect(spec)
     trainable = _trainable(spec)
     path = experiment_dir(spec) / spec.name
     if resume and tune.Tuner.can_restore(str(path)):
@@ -84,8 +85,22 @@ def _connect(spec: Spec) -> None:
     address = spec.ray_address
     if address is None:  # a local Ray of this machine's size; its dashboard stays off (nothing listens)
         ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
-    else:
-        ray.init(address=address, configure_logging=False, log_to_driver=False)
+        return
+    if address != "auto" and not _listening(address):  # ray.init would wait minutes before failing
+        from peft_space import FieldError
+
+        raise FieldError("ray_address", address, "the host:port of a running Ray head (`ray start --head` "
+                                                 "prints it), or 'auto' on a node of the cluster")
+    ray.init(address=address, configure_logging=False, log_to_driver=False)
+
+
+def _listening(address: str) -> bool:
+    host, _, port = address.split("://")[-1].rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def _sqlite_stores(spec: Spec) -> None:
@@ -141,8 +156,8 @@ def _tune_config(spec: Spec) -> Any:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    task = spec.task_def
-    asha = ASHAScheduler(time_attr="step", metric=task.validation_metric, mode=spec.mode,
+    metric, mode = spec.asha_watch
+    asha = ASHAScheduler(time_attr="step", metric=metric, mode=mode,
                          max_t=spec.asha["max_steps"], grace_period=spec.asha["grace_period"],
                          reduction_factor=spec.asha["reduction_factor"])
     return tune.TuneConfig(search_alg=searcher(spec), scheduler=asha, num_samples=spec.trials,
@@ -236,7 +251,8 @@ def _design_dict(row: Any) -> dict[str, Any]:
 
 def record_summary(spec: Spec, summary: Any) -> None:
     """Tag the trials' runs on or off the front; attach the front's weights, tables and plots (``records``)."""
-    from search.records import client, record_summary as record
+    from search.records import client
+    from search.records import record_summary as record
 
     trials = experiment_dir(spec) / spec.name
     weights = {}

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import logging
 import pickle
-from pathlib import Path
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -50,13 +50,14 @@ class DesignSearcher(Searcher):
         if not self.study.trials:  # a new study: the paper's methods first
             for name, design in (points or {}).items():
                 self.study.enqueue_trial(params_of(design, space), user_attrs={"preset": name})
+        self._fail_interrupted()  # a study a dead driver left behind (before Ray saved any state)
 
     @property
     def study(self) -> optuna.Study:
         if self._study is None:
             directions = ["maximize" if self.mode == "max" else "minimize", "minimize"]
-            self._study = optuna.create_study(study_name=self.study_name, storage=open_storage(self.storage), sampler=self.sampler,
-                                              directions=directions, load_if_exists=True)
+            self._study = optuna.create_study(study_name=self.study_name, storage=open_storage(self.storage),
+                                              sampler=self.sampler, directions=directions, load_if_exists=True)
         return self._study
 
     def __getstate__(self) -> dict[str, Any]:  # Ray pickles the searcher: the study re-opens from its storage
@@ -116,8 +117,12 @@ class DesignSearcher(Searcher):
         with open(checkpoint_path, "rb") as file:
             state = pickle.load(file)
         self.trials, self.sampler, self._study, self._live = state["trials"], state["sampler"], None, {}
+        self._fail_interrupted()
+
+    def _fail_interrupted(self) -> None:
+        """Trials left RUNNING by a driver that stopped are failed, with the reason; Ray re-runs them."""
         for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            live = optuna.Trial(self.study, frozen._trial_id)  # noqa: SLF001
+            live = optuna.Trial(self.study, frozen._trial_id)  # noqa: SLF001 - Optuna has no public by-number handle
             live.set_user_attr("interrupted", "the search driver stopped while this trial ran")
             self.study.tell(live, state=TrialState.FAIL)
 

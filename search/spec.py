@@ -12,6 +12,7 @@ Every problem is reported at once, one line each, naming the field, the value an
     budget_cap: 1%                                # designs above it are never trained
     sampler: tpe                                  # tpe | nsga2 | random | gp
     asha: {grace_period: 20, reduction_factor: 3, max_steps: 200}
+    asha_metric: loss                             # what ASHA compares at its rungs (default: the task's metric)
     trials: 30
     concurrency: 2
     resources: {cpu: 1, gpu: 0}
@@ -68,6 +69,7 @@ class Spec:
     budget_cap: float = 100.0  # % of the pretrained model (analytic count, head excluded)
     sampler: str = "tpe"
     asha: Mapping[str, int] = field(default_factory=lambda: {"grace_period": 20, "reduction_factor": 3, "max_steps": 200})
+    asha_metric: str | None = None  # None: the task's validation metric
     trials: int = 20
     concurrency: int = 1
     resources: Mapping[str, float] = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
@@ -96,6 +98,13 @@ class Spec:
     def mode(self) -> str:
         """Ray's direction for the task's validation metric."""
         return "max" if self.task_def.higher_is_better else "min"
+
+    @property
+    def asha_watch(self) -> tuple[str, str]:
+        """The metric ASHA compares at its rungs and its direction. Validation loss (or perplexity) is finer
+        than accuracy early on, when most designs still tie at the majority class."""
+        metric = self.asha_metric or self.task_def.validation_metric
+        return metric, self.mode if metric == self.task_def.validation_metric else "min"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-able data; ``parse(spec.to_dict()) == spec``."""
@@ -205,6 +214,9 @@ def parse(data: Mapping[str, Any]) -> Spec:
         check(key, value is None or (isinstance(value, str) and value != ""), value, "a non-empty string or null")
     check("train.steps", "steps" not in dict(spec.get("train", {})), dict(spec.get("train", {})).get("steps"),
           "no steps here: a trial's steps are asha.max_steps")
+    watch = spec.get("asha_metric")
+    allowed = asha_metrics(trainers.TASKS.get(task, trainers.TASKS[Spec.task]))
+    check("asha_metric", watch is None or watch in allowed, watch, "one of " + ", ".join(allowed))
     asha = {**Spec().asha, **dict(spec.get("asha", {}))}
     for key, value in asha.items():
         check(f"asha.{key}", key in Spec().asha, key, "grace_period, reduction_factor, max_steps")
@@ -229,6 +241,11 @@ def parse(data: Mapping[str, Any]) -> Spec:
                    "points_to_evaluate": tuple(spec.get("points_to_evaluate", ())),
                    "values": {k: tuple(v) if isinstance(v, (list, tuple)) else (v,) for k, v in dict(spec.get("values", {})).items()},
                    "ranges": {**Spec().ranges, **{k: tuple(v) for k, v in dict(spec.get("ranges", {})).items()}}})
+
+
+def asha_metrics(task: trainers.Task) -> tuple[str, ...]:
+    """Validation metrics every evaluation reports: the task's own, and its loss (perplexity for generation)."""
+    return tuple(dict.fromkeys((task.validation_metric, "loss" if task.kind == "classification" else "perplexity")))
 
 
 def import_plugins(modules: Any) -> None:

@@ -71,7 +71,7 @@ def synthetic(config: dict[str, Any]) -> None:
     for step in (*range(every, total, every), total):
         time.sleep(delay)
         metric = 0.5 + (final - 0.5) * (1 - math.exp(-3 * step / total))
-        tune.report({task.validation_metric: metric, **common, "step": step,
+        tune.report({task.validation_metric: metric, "loss": 1.0 - metric, **common, "step": step,
                      "status": "completed" if step == total else "running"})
 
 

@@ -4,6 +4,7 @@ One real search (``peft-search run --smoke``: MiniLM on the shipped SST-2, 4 tri
 two-node Ray cluster feeds every test here."""
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -16,7 +17,6 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import dashboards
-import peft_space
 import trainers
 from search.reproduce import recorded_inputs
 
@@ -119,18 +119,29 @@ def test_reproduce_re_trains_a_trial_to_the_same_numbers_and_another_seed_differ
 
 
 def test_export_writes_weights_that_score_the_recorded_metric(smoke, tmp_path):
-    run = _front_run(smoke)
-    out = subprocess.run([*CLI, "export", run.info.run_id, str(tmp_path / "out"), "--tracking-uri", smoke["tracking"]],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    inputs = recorded_inputs(run)
-    task, model, data = inputs.pop("task"), inputs.pop("model"), inputs.pop("data_dir")
-    inputs.pop("seed")
-    metrics = trainers.evaluate(task, tmp_path / "out", model=model, data_dir=data, **inputs)
-    assert metrics["accuracy"] == run.data.metrics["accuracy"]
-    design = peft_space.Design.from_json((tmp_path / "out" / "design.json").read_text())
-    lora = all(m["form"] == "linear" and m["insertion"] == "parallel" for m in design.sites.values())
-    assert (tmp_path / "out" / "peft" / "adapter_config.json").exists() == lora
+    for run in (r for r in smoke["runs"] if r.data.tags["pareto"] == "true"):
+        out = tmp_path / run.info.run_id
+        done = subprocess.run([*CLI, "export", run.info.run_id, str(out), "--tracking-uri", smoke["tracking"]],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        inputs = recorded_inputs(run)
+        task, model, data = inputs.pop("task"), inputs.pop("model"), inputs.pop("data_dir")
+        inputs.pop("seed")
+        assert trainers.evaluate(task, out, model=model, data_dir=data, **inputs)["accuracy"] == run.data.metrics["accuracy"]
+        if run.data.tags["preset"] == "lora_attn":  # LoRA designs also go out in HF peft's format
+            assert json.loads((out / "peft" / "adapter_config.json").read_text())["peft_type"] == "LORA"
+    stopped = next(r for r in smoke["runs"] if r.data.tags["pareto"] == "false")
+    refused = subprocess.run([*CLI, "export", stopped.info.run_id, str(tmp_path / "no"), "--tracking-uri",
+                              smoke["tracking"]], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "a run on a search's Pareto front" in refused.stderr
+
+
+def test_nothing_the_project_starts_sends_mlflow_telemetry(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")}
+    probe = "import search.records, dashboards; from mlflow.telemetry.utils import is_telemetry_disabled; " \
+            "print(is_telemetry_disabled())"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.strip() == "True", out.stderr[-2000:]
 
 
 def test_the_mlflow_ui_shows_the_search_in_headless_chromium(smoke, tmp_path):

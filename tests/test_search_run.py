@@ -142,8 +142,11 @@ def test_a_registered_dimension_reaches_the_space_the_help_and_the_records(tmp_p
     (["--set", "asha.max_steps=zero"], "asha.max_steps: 'zero' is not allowed"),
     (["--set", "values.form=[tanh]"], "values.form: 'tanh' is not allowed"),
     (["--set", "nonsense"], "--set: 'nonsense' is not allowed; allowed: KEY=VALUE"),
+    (["--trainer", "synthetic", "--address", "127.0.0.1:9", "--root", "{tmp}"],
+     "ray_address: '127.0.0.1:9' is not allowed; allowed: the host:port of a running Ray head"),
 ])
-def test_bad_run_flags_are_one_line_each_and_exit_2(args, message):
+def test_bad_run_flags_are_one_line_each_and_exit_2(args, message, tmp_path):
+    args = [a.format(tmp=tmp_path) for a in args]
     out = subprocess.run([*CLI, "run", *args], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
 

@@ -50,6 +50,7 @@ BAD = {
     "resources": ({"tpu": 1}, "resources.tpu: 'tpu' is not allowed; allowed: cpu, gpu"),
     "storage": ("optuna.db", "storage: 'optuna.db' is not allowed; allowed: a URL such as sqlite:///path.db"),
     "train": ({"lr": "fast"}, "train.lr: 'fast' is not allowed; allowed: a float"),
+    "asha_metric": ("bleu", "asha_metric: 'bleu' is not allowed; allowed: one of accuracy, loss"),
     "colour": ("blue", "colour: 'blue' is not allowed; allowed: spec fields"),
 }
 

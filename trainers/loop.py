@@ -23,7 +23,8 @@ import peft_space
 from peft_space import FieldError
 from peft_space.io import DESIGN_FILE
 from trainers.config import TrainConfig, resolve
-from trainers.data import field as get_field, load_splits
+from trainers.data import field as get_field
+from trainers.data import load_splits
 from trainers.metrics import normalise
 from trainers.models import Base, load_base, prepare
 from trainers.tasks import TASKS, Task
