@@ -10,7 +10,7 @@ search's constants; metrics are every report at its step; tags say how the trial
 from __future__ import annotations
 
 import csv
-import functools
+import json
 import logging
 import os
 import queue
@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # before mlflow is imported anywhere
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # the writer retries with its own back-off
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
@@ -61,33 +63,71 @@ def parent_run(mlflow: MlflowClient, experiment: str, name: str, params: Mapping
 
 
 class Writer:
-    """MLflow calls run in order on one background thread, so the Tune loop never waits on the store."""
+    """Applies record operations in order on one background thread, so the Tune loop never waits on the store.
 
-    def __init__(self) -> None:
-        self.queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
+    An operation that fails because the store is unreachable (a tracking server restarting, SQLite locked by
+    another search) is retried with back-off for ``patience`` seconds, also when the search is ending; what
+    still fails (or is pending when the user presses Ctrl-C) is appended to a JSON-lines spool file, which the
+    next run or resume of the search replays first. Nothing is dropped silently."""
+
+    def __init__(self, apply: Callable[[dict[str, Any]], None], spool: Path, patience: float = 600.0) -> None:
+        self.apply, self.spool, self.patience = apply, spool, patience
+        self.closing = False
+        self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        if spool.exists():  # left over from a search that ended while the store was down
+            pending = spool.read_text().splitlines()
+            spool.unlink()  # what fails again is spooled again
+            for line in pending:
+                self.queue.put(json.loads(line))
         self.thread = threading.Thread(target=self._drain, name="mlflow-writer", daemon=True)
         self.thread.start()
 
-    def submit(self, call: Callable[[], None]) -> None:
-        self.queue.put(call)
+    def submit(self, operation: dict[str, Any]) -> None:
+        self.queue.put(operation)
 
     def close(self) -> None:
-        """Write everything still queued, then stop."""
+        """Write what is queued, waiting for an unreachable store up to ``patience``; on Ctrl-C, spool the rest."""
         self.queue.put(None)
-        self.thread.join()
+        try:
+            while self.thread.is_alive():
+                self.thread.join(timeout=1.0)
+        except KeyboardInterrupt:
+            self.closing = True
+            self.thread.join()
 
     def _drain(self) -> None:
-        while (call := self.queue.get()) is not None:
+        while (operation := self.queue.get()) is not None:
+            self._write(operation)
+
+    def _write(self, operation: dict[str, Any]) -> None:
+        start, delay = time.monotonic(), 0.5
+        while True:
             try:
-                call()
-            except Exception:  # one failed write must not stop the others
-                log.exception("an MLflow write failed")
+                self.apply(operation)
+                return
+            except Exception as err:
+                if not _transient(err) or self.closing or time.monotonic() - start > self.patience:
+                    log.error("MLflow refused a record (%s); kept in %s for the next run or resume", err, self.spool)
+                    with open(self.spool, "a") as spool:
+                        spool.write(json.dumps(operation, default=str) + "\n")
+                    return
+                log.warning("MLflow unreachable (%s); retrying in %.0f s", str(err).splitlines()[0][:200], delay)
+                time.sleep(delay)
+                delay = min(2 * delay, 15.0)
+
+
+def _transient(err: Exception) -> bool:
+    """The store is away or busy (worth waiting for), as opposed to a record it will never take."""
+    text = f"{type(err).__name__}: {err}".lower()
+    signs = ("connection", "max retries", "refused", "database is locked", "temporarily unavailable", "timed out",
+             "503", "502", "operationalerror")
+    return isinstance(err, (ConnectionError, TimeoutError)) or any(sign in text for sign in signs)
 
 
 class Recorder(Callback):
     """Tune callback: one child run per trial, every reported metric at its step, the outcome as tags.
 
-    Callbacks copy what they need from the trial and queue the write; the writer thread does the rest."""
+    Callbacks copy what they need from the trial into an operation; the writer thread applies it."""
 
     def __init__(self, tracking_uri: str, search: str, artifacts: Path, constants: Mapping[str, Any],
                  sites: Sequence[str]) -> None:
@@ -99,24 +139,32 @@ class Recorder(Callback):
 
     def setup(self, **info: Any) -> None:
         self.mlflow = client(self.tracking_uri)
-        self.experiment = experiment_id(self.mlflow, self.search, self.artifacts)
-        self.parent = parent_run(self.mlflow, self.experiment, self.search, self.constants)
+        self.parent: str | None = None  # found or created by the writer on first use: the store may be away now
         self.runs: dict[str, str] = {}  # Ray trial id -> MLflow run id
         self.finished: set[str] = set()
-        self.writer = Writer()
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        self.writer = Writer(self._apply, self.artifacts / f"pending-{self.search}.jsonl")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self.writer.submit(functools.partial(self._log, trial.trial_id, dict(trial.config), dict(result)))
+        self.writer.submit({"op": "log", "trial": trial.trial_id, "config": trial.config, "result": dict(result)})
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.writer.submit(functools.partial(self._finish, trial.trial_id, dict(trial.config), dict(trial.last_result or {})))
+        self.writer.submit({"op": "finish", "trial": trial.trial_id, "config": trial.config,
+                            "result": dict(trial.last_result or {})})
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = {**(trial.last_result or {}), "status": "failed", "error": str(trial.error_file or "the trial raised")}
-        self.writer.submit(functools.partial(self._finish, trial.trial_id, dict(trial.config), result))
+        self.writer.submit({"op": "finish", "trial": trial.trial_id, "config": trial.config, "result": result})
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.writer.close()
+
+    def _apply(self, operation: dict[str, Any]) -> None:
+        if self.parent is None:
+            self.experiment = experiment_id(self.mlflow, self.search, self.artifacts)
+            self.parent = parent_run(self.mlflow, self.experiment, self.search, self.constants)
+        write = self._log if operation["op"] == "log" else self._finish
+        write(operation["trial"], dict(operation["config"]), operation["result"])
 
     # -- on the writer thread ----------------------------------------------------------------------------
     def _log(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> None:

@@ -10,7 +10,9 @@ Where things live (all under the spec's stores, nothing in Ray's temp folders th
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
+import logging
 import os
 import socket
 import sqlite3
@@ -22,9 +24,12 @@ import yaml
 
 import trainers
 from search.spec import Spec, load
+from trainers.models import check_model
 
+log = logging.getLogger(__name__)
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # a failed trial's last report has no metric
 
 
 def spec_path(root: str | Path, name: str) -> Path:
@@ -45,10 +50,12 @@ def run(spec: Spec, *, resume: bool = False, verbose: int = 1) -> Any:
     if saved.exists() and not resume:
         raise FieldError("name", spec.name, f"a name not used under {spec.root} (continue this one with "
                                             f"`peft-search resume {spec.name}`)")
+    check_model(spec.model)  # a model transformers cannot resolve, before anything starts or is written
     _connect(spec)  # an unreachable cluster is refused before anything is written
     saved.parent.mkdir(parents=True, exist_ok=True)
     saved.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
     _sqlite_stores(spec)
+    set_target(spec)
     trainable = _trainable(spec)
     path = experiment_dir(spec) / spec.name
     if resume and tune.Tuner.can_restore(str(path)):
@@ -61,7 +68,10 @@ def run(spec: Spec, *, resume: bool = False, verbose: int = 1) -> Any:
     summary = summarise(spec)
     if spec.confirm_seeds:
         confirm(spec, summary, verbose)
-    record_summary(spec, summary)
+    try:
+        record_summary(spec, summary)
+    except Exception as err:  # the tracking store is away: trials are kept (spool); the front is still printed
+        log.error("could not record the front in MLflow (%s); `peft-search resume %s` records it later", err, spec.name)
     return summary
 
 
@@ -94,6 +104,13 @@ def _connect(spec: Spec) -> None:
     ray.init(address=address, configure_logging=False, log_to_driver=False)
 
 
+def set_target(spec: Spec) -> None:
+    """The number of designs to train, kept in the study (a resume may raise it)."""
+    from search.searcher import TARGET, open_study
+
+    open_study(spec.name, spec.storage, spec.mode).set_user_attr(TARGET, spec.trials)
+
+
 def _listening(address: str) -> bool:
     host, _, port = address.split("://")[-1].rpartition(":")
     try:
@@ -104,14 +121,24 @@ def _listening(address: str) -> bool:
 
 
 def _sqlite_stores(spec: Spec) -> None:
-    """Create SQLite stores' folders, in write-ahead-log mode: ``peft-search pareto`` or the MLflow UI can read
-    while the search writes, and commits are cheaper."""
-    for url in (spec.storage, spec.tracking_uri):
-        if url.startswith("sqlite:///"):
-            path = Path(url.removeprefix("sqlite:///"))
-            path.parent.mkdir(parents=True, exist_ok=True)
+    """Create SQLite stores (folder, schema) once, under a file lock: two searches starting at the same time
+    on one store must not both run its schema migrations. Write-ahead-log mode lets ``peft-search pareto`` or
+    the MLflow UI read while a search writes."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    schemas = {spec.storage: lambda url: optuna.storages.RDBStorage(url),
+               spec.tracking_uri: lambda url: MlflowClient(url).search_experiments(max_results=1)}
+    for url, create in schemas.items():
+        if not url.startswith("sqlite:///"):
+            continue
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
             with contextlib.closing(sqlite3.connect(path)) as db:
                 db.execute("PRAGMA journal_mode=WAL")
+            create(url)
 
 
 def _trainable(spec: Spec) -> Any:
@@ -160,7 +187,7 @@ def _tune_config(spec: Spec) -> Any:
     asha = ASHAScheduler(time_attr="step", metric=metric, mode=mode,
                          max_t=spec.asha["max_steps"], grace_period=spec.asha["grace_period"],
                          reduction_factor=spec.asha["reduction_factor"])
-    return tune.TuneConfig(search_alg=searcher(spec), scheduler=asha, num_samples=spec.trials,
+    return tune.TuneConfig(search_alg=searcher(spec), scheduler=asha, num_samples=-1,  # the searcher counts
                            max_concurrent_trials=spec.concurrency, reuse_actors=True,
                            trial_dirname_creator=_trial_dirname)
 

@@ -8,10 +8,12 @@
    (the step and metric it reached are kept as user attributes: multi-objective studies take no intermediate
    values), so the Pareto front only ever holds full-budget trials.
 3. **The Optuna storage is the source of truth.** Every tell goes to the SQLAlchemy (or journal) storage at
-   once; the searcher's own checkpoint holds only the study's name, the sampler and the Ray-trial → Optuna
-   trial map. On restore, Optuna trials left ``RUNNING`` by a dead driver are marked ``FAIL``; a Ray trial
-   that re-runs after the restore and finishes is added as a new trial with the same parameters, so every
-   finished trial is in the study exactly once.
+   once; the searcher's own checkpoint holds only the sampler and the Ray-trial → Optuna trial map. On
+   restore, Optuna trials left ``RUNNING`` by a dead driver are marked ``FAIL``; a Ray trial that re-runs
+   after the restore and finishes is added as a new trial with the same parameters, so every finished trial
+   is in the study exactly once. The number of designs to train is the study's ``trials`` attribute, and the
+   searcher (not Ray's ``num_samples``) ends the search when it is reached: trials a killed driver finished
+   after Ray's last checkpoint still count.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from search.space import Space, params_of, suggest
 log = logging.getLogger(__name__)
 
 BUDGET = "budget"  # the second objective: analytic % of the pretrained model, head excluded
+TARGET = "trials"  # study user attribute: how many designs to train (set by the runner, raised by a resume)
 MAX_REJECTIONS = 1000  # consecutive infeasible designs before the cap is declared unreachable
 
 
@@ -55,16 +58,16 @@ class DesignSearcher(Searcher):
     @property
     def study(self) -> optuna.Study:
         if self._study is None:
-            directions = ["maximize" if self.mode == "max" else "minimize", "minimize"]
-            self._study = optuna.create_study(study_name=self.study_name, storage=open_storage(self.storage),
-                                              sampler=self.sampler, directions=directions, load_if_exists=True)
+            self._study = open_study(self.study_name, self.storage, self.mode, self.sampler)
         return self._study
 
     def __getstate__(self) -> dict[str, Any]:  # Ray pickles the searcher: the study re-opens from its storage
         return {**self.__dict__, "_study": None, "_live": {}}
 
     # -- Ray's Searcher interface --------------------------------------------------------------------------
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if len(self._handed_out()) >= self.study.user_attrs.get(TARGET, float("inf")):
+            return Searcher.FINISHED
         for _ in range(MAX_REJECTIONS):
             trial = self.study.ask()
             design = suggest(trial, self.space)
@@ -84,6 +87,14 @@ class DesignSearcher(Searcher):
             return {"design": design.to_dict(), BUDGET: budget, "optuna_trial": trial.number, "preset": preset}
         raise DesignError("budget_cap", self.cap, f"a cap some design of the space meets ({MAX_REJECTIONS} sampled "
                                                    "designs in a row were over it or did not fit the model)")
+
+    def _handed_out(self) -> set[str]:
+        """Ray trials that count towards the target: those that finished (a dead driver's included) and those
+        this driver runs or will re-run. A trial interrupted with a dead driver and unknown to Ray does not count."""
+        finished = {t.user_attrs["ray_trial_id"] for t in self.study.get_trials(deepcopy=False)
+                    if "ray_trial_id" in t.user_attrs and t.state != TrialState.RUNNING
+                    and "interrupted" not in t.user_attrs}
+        return finished | set(self.trials)
 
     def _reject(self, trial: optuna.Trial, reason: str) -> None:
         trial.set_user_attr("infeasible", reason)
@@ -128,6 +139,13 @@ class DesignSearcher(Searcher):
 
 
 JOURNAL = "journal:///"
+
+
+def open_study(name: str, storage: str, mode: str, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    """The search's study (created on first use): maximise or minimise the task metric, minimise the budget."""
+    directions = ["maximize" if mode == "max" else "minimize", "minimize"]
+    return optuna.create_study(study_name=name, storage=open_storage(storage), sampler=sampler, directions=directions,
+                               load_if_exists=True)
 
 
 def open_storage(url: str) -> str | optuna.storages.BaseStorage:

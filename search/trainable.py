@@ -3,11 +3,12 @@
 A trial's config is the searcher's suggestion (``design``, ``budget``, ``optuna_trial``) merged with the
 search's constants (``task``, ``model``, ``seed``, ``data_dir``, ``train``, ``plugins``). Intermediate reports
 carry ``step`` (ASHA's time attribute) and ``total_steps``; the last report, after training, carries the
-final validation and test metrics and ``status``. A trial that diverges reports ``status="failed"`` with the
-reason instead of raising, so Ray does not retry it; a trial that raises (out of memory, a lost node) is
-retried by Ray's failure config. A completed trial's last report carries its trained modification as a Ray
-checkpoint (``peft_space.save``'s files); the first and the last report carry the resolved training
-configuration (``resolved``), so that a trial stopped by ASHA can be reproduced too.
+final validation and test metrics and ``status``. A trial that diverges or raises (out of memory, a broken
+plugin) reports ``status="failed"`` with the reason instead of raising: it is recorded as failed and not
+retried; a trial whose worker is lost (a node dies) is retried by Ray's failure config. A completed trial's
+last report carries its trained modification as a Ray checkpoint (``peft_space.save``'s files); the first and
+the last report carry the resolved training configuration (``resolved``), so that a trial stopped by ASHA
+can be reproduced too.
 
 ``synthetic`` stands in for training with a closed-form learning curve per design: it exercises the whole
 stack (searcher, ASHA, storage, MLflow) in seconds, for dry runs of a spec or a cluster and for benchmarks.
@@ -37,16 +38,24 @@ def train_design(config: dict[str, Any]) -> None:
     common = _common(config, design, total)
     resolved: dict[str, Any] = {}  # hyper-parameters, data source, threads, versions: sent with the first report
 
+    reached = [0]
+
     def report(step: int, metrics: dict[str, float]) -> None:
+        reached[0] = step
         if step < total:  # the final evaluation is reported below, with the test metrics
             tune.report({**metrics, **common, "step": step, "status": "running", "resolved": dict(resolved)})
             resolved.clear()
 
     with tempfile.TemporaryDirectory() as weights:
-        result = trainers.train(config["task"], design, model=config["model"], seed=config["seed"],
-                                data_dir=config.get("data_dir"), report=report, progress=False, save_dir=weights,
-                                on_start=lambda values: resolved.update({k: v for k, v in values.items() if k != "design"}),
-                                **config["train"])
+        try:
+            result = trainers.train(config["task"], design, model=config["model"], seed=config["seed"],
+                                    data_dir=config.get("data_dir"), report=report, progress=False, save_dir=weights,
+                                    on_start=lambda values: resolved.update({k: v for k, v in values.items() if k != "design"}),
+                                    **config["train"])
+        except Exception as err:  # out of memory, a broken plugin...: this trial fails with the reason, the search goes on
+            tune.report({**common, "step": reached[0], "status": "failed", "error": f"{type(err).__name__}: {err}",
+                         "resolved": dict(resolved)})
+            return
         budget = {f"budget_{k}": v for k, v in result.budget.items()}  # counts and % (analytic, actual), head, new
         saved = Checkpoint.from_directory(weights) if result.status == "completed" else None
         tune.report({**result.validation, **{f"test_{k}": v for k, v in result.test.items()}, **common, **budget,

