@@ -173,7 +173,8 @@ class Recorder(Callback):
             return
         step, now = int(result.get("step", 0)), int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, step) for k, v in result.items() if _is_number(v) and k not in NOT_METRICS]
-        self.mlflow.log_batch(run, metrics=metrics, params=self._new_params(run, _resolved(result)))
+        where = [RunTag("node_id", str(result["node_id"]))] if "node_id" in result else []  # where it runs now
+        self.mlflow.log_batch(run, metrics=metrics, params=self._new_params(run, _resolved(result)), tags=where)
 
     def _finish(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> None:
         run = self._run(trial_id, config)

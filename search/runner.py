@@ -161,22 +161,27 @@ def _constants(spec: Spec) -> dict[str, Any]:
 
 
 def searcher(spec: Spec) -> Any:
-    import optuna
-
     import peft_space
     from search.searcher import DesignSearcher
 
     task = spec.task_def
-    sampler = {"tpe": lambda: optuna.samplers.TPESampler(seed=spec.seed, multivariate=True, group=True,
-                                                         constant_liar=spec.concurrency > 1),
-               "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=spec.seed),
-               "random": lambda: optuna.samplers.RandomSampler(seed=spec.seed),
-               "gp": lambda: optuna.samplers.GPSampler(seed=spec.seed)}[spec.sampler]()
     points = {name: peft_space.preset(name, **dict(spec.preset_overrides.get(name, {}))) for name in spec.points_to_evaluate}
     budget_of = functools.partial(trainers.budget_pct, spec.model, task.kind, task.num_labels)
     return DesignSearcher(spec.space(), metric=task.validation_metric, mode=spec.mode,
                           budget_of=budget_of, cap=spec.budget_cap, study_name=spec.name, storage=spec.storage,
-                          sampler=sampler, points=points)
+                          sampler=functools.partial(make_sampler, spec.sampler, spec.concurrency), seed=spec.seed,
+                          points=points)
+
+
+def make_sampler(kind: str, concurrency: int, seed: int) -> Any:
+    """The spec's Optuna sampler, seeded (TPE: multivariate over groups of dimensions that occur together,
+    with a constant liar when trials run at once)."""
+    import optuna
+
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=concurrency > 1)
+    return {"nsga2": optuna.samplers.NSGAIISampler, "random": optuna.samplers.RandomSampler,
+            "gp": optuna.samplers.GPSampler}[kind](seed=seed)
 
 
 def _tune_config(spec: Spec) -> Any:

@@ -8,7 +8,7 @@
    (the step and metric it reached are kept as user attributes: multi-objective studies take no intermediate
    values), so the Pareto front only ever holds full-budget trials.
 3. **The Optuna storage is the source of truth.** Every tell goes to the SQLAlchemy (or journal) storage at
-   once; the searcher's own checkpoint holds only the sampler and the Ray-trial → Optuna trial map. On
+   once; the searcher's own checkpoint holds only the Ray-trial → Optuna trial map. On
    restore, Optuna trials left ``RUNNING`` by a dead driver are marked ``FAIL``; a Ray trial that re-runs
    after the restore and finishes is added as a new trial with the same parameters, so every finished trial
    is in the study exactly once. The number of designs to train is the study's ``trials`` attribute, and the
@@ -42,11 +42,12 @@ class DesignSearcher(Searcher):
     """Asks Optuna for designs of ``space`` and tells it (metric, budget) for each finished trial."""
 
     def __init__(self, space: Space, *, metric: str, mode: str, budget_of: Callable[[Design], float],
-                 cap: float, study_name: str, storage: str, sampler: optuna.samplers.BaseSampler,
+                 cap: float, study_name: str, storage: str, sampler: Callable[[int], optuna.samplers.BaseSampler],
+                 seed: int = 0,
                  points: Mapping[str, Design] | None = None) -> None:
         super().__init__(metric=metric, mode=mode)
         self.space, self.budget_of, self.cap = space, budget_of, cap
-        self.study_name, self.storage, self.sampler = study_name, storage, sampler
+        self.study_name, self.storage, self.sampler, self.seed = study_name, storage, sampler, seed
         self.trials: dict[str, int] = {}  # Ray trial id -> Optuna trial number
         self._live: dict[str, optuna.Trial] = {}  # trials asked by this driver and not yet told
         self._study: optuna.Study | None = None
@@ -58,7 +59,7 @@ class DesignSearcher(Searcher):
     @property
     def study(self) -> optuna.Study:
         if self._study is None:
-            self._study = open_study(self.study_name, self.storage, self.mode, self.sampler)
+            self._study = open_study(self.study_name, self.storage, self.mode, self.sampler(self.seed))
         return self._study
 
     def __getstate__(self) -> dict[str, Any]:  # Ray pickles the searcher: the study re-opens from its storage
@@ -69,6 +70,7 @@ class DesignSearcher(Searcher):
         if len(self._handed_out()) >= self.study.user_attrs.get(TARGET, float("inf")):
             return Searcher.FINISHED
         for _ in range(MAX_REJECTIONS):
+            self._reseed()
             trial = self.study.ask()
             design = suggest(trial, self.space)
             try:
@@ -87,6 +89,13 @@ class DesignSearcher(Searcher):
             return {"design": design.to_dict(), BUDGET: budget, "optuna_trial": trial.number, "preset": preset}
         raise DesignError("budget_cap", self.cap, f"a cap some design of the space meets ({MAX_REJECTIONS} sampled "
                                                    "designs in a row were over it or did not fit the model)")
+
+    def _reseed(self) -> None:
+        """A fresh sampler seeded by the count of the study's trials (those a dead driver left unfinished
+        aside): the designs drawn depend only on the seed and the study, not on this process's history, so a
+        resumed search draws what the uninterrupted one would have."""
+        asked = sum(1 for t in self.study.get_trials(deepcopy=False) if "interrupted" not in t.user_attrs)
+        self.study.sampler = self.sampler(self.seed + asked)
 
     def _handed_out(self) -> set[str]:
         """Ray trials that count towards the target: those that finished (a dead driver's included) and those
@@ -122,12 +131,12 @@ class DesignSearcher(Searcher):
     # -- checkpointing (Ray calls these with its experiment state) -----------------------------------------
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as file:
-            pickle.dump({"trials": self.trials, "sampler": self.sampler}, file)
+            pickle.dump({"trials": self.trials}, file)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as file:
             state = pickle.load(file)
-        self.trials, self.sampler, self._study, self._live = state["trials"], state["sampler"], None, {}
+        self.trials, self._study, self._live = state["trials"], None, {}
         self._fail_interrupted()
 
     def _fail_interrupted(self) -> None:

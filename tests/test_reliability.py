@@ -90,6 +90,18 @@ def test_a_killed_driver_resumes_with_every_finished_trial_once(tmp_path, ray_cl
     recorded = [r.data.tags["ray_trial_id"] for r in runs if r.info.status == "FINISHED"]
     assert sorted(recorded) == sorted(ids)  # every finished trial in MLflow exactly once
 
+    twin = {**spec, "name": "uninterrupted"}  # the same search, left alone: the same front
+    (tmp_path / "twin.yaml").write_text(json.dumps(twin))
+    assert run_cli(["run", str(tmp_path / "twin.yaml"), "--verbose", "0"]).returncode == 0
+    assert _front(twin) == _front(spec)
+
+
+def _front(spec: dict) -> list:
+    from search.pareto import front
+
+    complete = [t for t in _finished(spec) if t.state == TrialState.COMPLETE]
+    return sorted((complete[i].user_attrs["design"], complete[i].values) for i in front([t.values for t in complete]))
+
 
 def _finished(spec: dict) -> list:
     try:
@@ -271,3 +283,50 @@ def test_two_searches_share_one_optuna_journal_and_one_mlflow_store_at_once(tmp_
         runs = client.search_runs([experiment], filter_string="tags.ray_trial_id != ''")
         assert sorted(r.data.tags["ray_trial_id"] for r in runs) == sorted(t.user_attrs["ray_trial_id"] for t in finished)
         assert {r.data.params["name"] for r in runs} == {name} and {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_a_worker_node_killed_mid_trial_costs_a_retry_not_the_trial(tmp_path, ray_cluster):
+    """A third node joins the shared cluster, takes a trial, and is SIGKILLed with its workers while the trial
+    runs: Ray's failure config re-runs the trial on a surviving node and the search completes."""
+    import ray
+
+    before = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    victim = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", f"--address={ray_cluster}",
+                               "--num-cpus=1", "--node-ip-address=127.0.0.1", "--block"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                              env={**os.environ, "PYTHONPATH": TESTS})
+    deadline = time.time() + 60
+    while not (added := {n["NodeID"] for n in ray.nodes() if n["Alive"]} - before):
+        assert time.time() < deadline, "the third node did not join"
+        time.sleep(0.5)
+    victim_id = added.pop()
+    spec = {"name": "nodeloss", "trainer": "synthetic", "synthetic_delay": 1.0, "trials": 4, "concurrency": 3,
+            "ray_address": ray_cluster, "asha": {"grace_period": 8, "reduction_factor": 2, "max_steps": 8},
+            "train": {"eval_every": 2}, **stores(tmp_path)}
+    (tmp_path / "spec.yaml").write_text(json.dumps(spec))
+    driver = subprocess.Popen([*CLI, "run", str(tmp_path / "spec.yaml"), "--verbose", "0"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    client = MlflowClient(spec["tracking_uri"])
+    try:
+        while True:  # wait until a trial reports from the third node
+            assert time.time() < deadline + 120 and driver.poll() is None
+            experiment = client.get_experiment_by_name("nodeloss")
+            runs = client.search_runs([experiment.experiment_id], filter_string="tags.ray_trial_id != ''") if experiment else []
+            on_victim = [r for r in runs if r.data.tags.get("node_id") == victim_id and r.info.status == "RUNNING"]
+            if on_victim:
+                break
+            time.sleep(0.3)
+        os.killpg(victim.pid, signal.SIGKILL)  # the node's raylet and its workers, with no goodbye
+        output, _ = driver.communicate(timeout=300)
+        assert driver.returncode == 0, output[-3000:]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(victim.pid, signal.SIGKILL)
+        driver.kill()
+    study = optuna.load_study(study_name="nodeloss", storage=spec["storage"])
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 4 and not [t for t in study.trials if t.state == TrialState.FAIL]
+    moved = client.get_run(on_victim[0].info.run_id)
+    assert moved.info.status == "FINISHED" and moved.data.tags["node_id"] != victim_id  # finished elsewhere
+    steps = [m.step for m in client.get_metric_history(moved.info.run_id, "accuracy")]
+    assert steps.count(2) >= 2  # it started again from the beginning on the surviving node
