@@ -43,8 +43,7 @@ class DesignSearcher(Searcher):
 
     def __init__(self, space: Space, *, metric: str, mode: str, budget_of: Callable[[Design], float],
                  cap: float, study_name: str, storage: str, sampler: Callable[[int], optuna.samplers.BaseSampler],
-                 seed: int = 0,
-                 points: Mapping[str, Design] | None = None) -> None:
+                 seed: int = 0, points: Mapping[str, Design] | None = None) -> None:
         super().__init__(metric=metric, mode=mode)
         self.space, self.budget_of, self.cap = space, budget_of, cap
         self.study_name, self.storage, self.sampler, self.seed = study_name, storage, sampler, seed

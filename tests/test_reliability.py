@@ -19,6 +19,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from search.searcher import open_storage
+
 CLI = [str(Path(sys.executable).parent / "peft-search")]
 TESTS = str(Path(__file__).parent)
 
@@ -269,12 +271,10 @@ def test_two_searches_share_one_optuna_journal_and_one_mlflow_store_at_once(tmp_
         (shared / f"{name}.yaml").write_text(json.dumps(spec))
         drivers[name] = subprocess.Popen([*CLI, "run", str(shared / f"{name}.yaml"), "--verbose", "0"],
                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for name, driver in drivers.items():
+    for driver in drivers.values():
         output, _ = driver.communicate(timeout=300)
         assert driver.returncode == 0, output[-3000:]
     client = MlflowClient(f"sqlite:///{shared}/mlflow.db")
-    from search.searcher import open_storage
-
     for name in drivers:
         study = optuna.load_study(study_name=name, storage=open_storage(f"journal:///{shared}/optuna.log"))
         finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
