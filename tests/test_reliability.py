@@ -301,7 +301,7 @@ def test_a_worker_node_killed_mid_trial_costs_a_retry_not_the_trial(tmp_path, ra
         time.sleep(0.5)
     victim_id = added.pop()
     spec = {"name": "nodeloss", "trainer": "synthetic", "synthetic_delay": 1.0, "trials": 4, "concurrency": 3,
-            "ray_address": ray_cluster, "asha": {"grace_period": 8, "reduction_factor": 2, "max_steps": 8},
+            "ray_address": ray_cluster, "asha": {"grace_period": 16, "reduction_factor": 2, "max_steps": 16},
             "train": {"eval_every": 2}, **stores(tmp_path)}
     (tmp_path / "spec.yaml").write_text(json.dumps(spec))
     driver = subprocess.Popen([*CLI, "run", str(tmp_path / "spec.yaml"), "--verbose", "0"], stdout=subprocess.PIPE,
@@ -312,7 +312,8 @@ def test_a_worker_node_killed_mid_trial_costs_a_retry_not_the_trial(tmp_path, ra
             assert time.time() < deadline + 120 and driver.poll() is None
             experiment = client.get_experiment_by_name("nodeloss")
             runs = client.search_runs([experiment.experiment_id], filter_string="tags.ray_trial_id != ''") if experiment else []
-            on_victim = [r for r in runs if r.data.tags.get("node_id") == victim_id and r.info.status == "RUNNING"]
+            on_victim = [r for r in runs if r.data.tags.get("node_id") == victim_id and r.info.status == "RUNNING"
+                         and len(client.get_metric_history(r.info.run_id, "accuracy")) <= 2]  # it dies mid-trial
             if on_victim:
                 break
             time.sleep(0.3)
