@@ -71,11 +71,15 @@ def _row(t: FrozenTrial, metric: float, on_front: bool, status: str) -> Row:
 
 
 def _counts(trials: list[FrozenTrial]) -> dict[str, int]:
-    infeasible = sum(1 for t in trials if "infeasible" in t.user_attrs)
-    counts = {"complete": 0, "pruned": 0, "failed": -infeasible, "running": 0, "infeasible": infeasible}
+    """Trials by outcome; designs rejected for the budget cap are ``infeasible``, not ``failed``."""
+    def outcome(t: FrozenTrial) -> str:
+        if "infeasible" in t.user_attrs:
+            return "infeasible"
+        return {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}.get(t.state, "running")
+
+    counts = dict.fromkeys(("complete", "pruned", "failed", "running", "infeasible"), 0)
     for t in trials:
-        key = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}.get(t.state, "running")
-        counts[key] += 1
+        counts[outcome(t)] += 1
     return counts
 
 
