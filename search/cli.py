@@ -22,6 +22,7 @@ import trainers
 from peft_space import FieldError
 from peft_space.dimensions import DIMENSIONS
 from search.spec import SpecError, import_plugins
+from trainers.metrics import SE
 
 import_plugins(os.environ.get("PEFT_SEARCH_PLUGINS", "").split(",") if os.environ.get("PEFT_SEARCH_PLUGINS") else [])
 
@@ -117,9 +118,11 @@ def _print_result(result: Any) -> None:
                         f"after {result.step} steps")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for split, metrics in (("validation", result.validation), (result.config.get("test_split", "test"), result.test)):
+    for split, metrics in (("validation", result.validation), ("test", result.test)):
         for name, value in metrics.items():
-            table.add_row(f"{split} {name}", f"{value:.4f}")
+            if not name.endswith(SE):
+                table.add_row(f"{split} {name} ({result.config.get(f'split.{split}', split)})",
+                              f"{value:.4f}" + (f" ± {metrics[name + SE]:.4f}" if name + SE in metrics else ""))
     table.add_row("budget (analytic)", f"{budget['analytic']:,} = {budget['pct_analytic']:.3f}%")
     table.add_row("budget (actual)", f"{budget['actual']:,} = {budget['pct_actual']:.3f}%")
     table.add_row("task head, new parts (outside budget)", f"{budget['head']:,}, {budget['new']:,}")

@@ -215,19 +215,22 @@ class Recorder(Callback):
         return self.runs[trial_id]
 
     def _create(self, trial_id: str, config: dict[str, Any]) -> str:
-        from search.trainable import unfold
+        from search.trainable import design_id, unfold
 
         confirmation = "case" in config
         config = unfold(config)
-        tags = {"mlflow.parentRunId": self.parent, TRIAL_TAG: trial_id, "design_id": _design(config).id,
+        design = _design(config)
+        tags = {"mlflow.parentRunId": self.parent, TRIAL_TAG: trial_id, "design_id": design_id(design),
                 "optuna_trial": str(config.get("optuna_trial", "")), "preset": config.get("preset", ""), "status": "running",
                 "confirmation": str(confirmation).lower()}
         run = self.mlflow.create_run(self.experiment, run_name=f"{self.search}-{config.get('optuna_trial', trial_id)}",
                                      tags=tags)
         untouched = {f"{site}.form": "none" for site in self.sites}  # a searched site left alone is a value too
-        params = {**self.constants, **untouched, **config["design"], "budget": config["budget"], "seed": config["seed"]}
+        params = {**self.constants, **untouched, **(config["design"] or {}), "budget": config["budget"],
+                  "seed": config["seed"]}
         self.mlflow.log_batch(run.info.run_id, params=[Param(k, _text(v)) for k, v in params.items()])
-        self.mlflow.log_text(run.info.run_id, _design(config).to_json(), "design.json")
+        if design is not None:  # full fine-tuning has no design to save
+            self.mlflow.log_text(run.info.run_id, design.to_json(), "design.json")
         return run.info.run_id
 
 
@@ -238,7 +241,7 @@ NOT_METRICS = {"step", "total_steps", "optuna_trial", "training_iteration", "tim
 def _design(config: Mapping[str, Any]) -> Any:
     from peft_space import Design
 
-    return Design.from_dict(config["design"])
+    return Design.from_dict(config["design"]) if config["design"] is not None else None
 
 
 def _resolved(result: Mapping[str, Any]) -> dict[str, Any]:

@@ -61,9 +61,9 @@ def run(spec: Spec, *, resume: bool = False, verbose: int = 1) -> Any:
     path = experiment_dir(spec) / spec.name
     if resume and tune.Tuner.can_restore(str(path)):
         tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=False,
-                                   restart_errored=False, param_space=_constants(spec))
+                                   restart_errored=False, param_space=constants(spec))
     else:
-        tuner = tune.Tuner(trainable, param_space=_constants(spec), tune_config=_tune_config(spec),
+        tuner = tune.Tuner(trainable, param_space=constants(spec), tune_config=_tune_config(spec),
                            run_config=_run_config(spec, verbose))
     tuner.fit()
     summary = summarise(spec)
@@ -109,7 +109,7 @@ def set_target(spec: Spec) -> None:
     """The number of designs to train, kept in the study (a resume may raise it)."""
     from search.searcher import TARGET, open_study
 
-    open_study(spec.name, spec.storage, spec.mode).set_user_attr(TARGET, spec.trials)
+    open_study(spec.name, spec.storage, spec.mode).set_user_attr(TARGET, spec.target)
 
 
 def _listening(address: str) -> bool:
@@ -151,49 +151,63 @@ def _trainable(spec: Spec) -> Any:
     return tune.with_resources(TRAINABLES[spec.trainer], resources)
 
 
-def _constants(spec: Spec) -> dict[str, Any]:
+def constants(spec: Spec) -> dict[str, Any]:
     """What every trial's config shares; the searcher adds ``design``, ``budget`` and ``optuna_trial``."""
     train = {**dict(spec.train), "steps": spec.asha["max_steps"]}
     if spec.resources["gpu"] == 0 and "threads" not in train:
         train["threads"] = max(1, int(spec.resources["cpu"]))  # one trial per CPU, not all of torch's threads
     data_dir = str(Path(spec.data_dir).resolve()) if spec.data_dir else None  # workers run elsewhere
     return {"task": spec.task, "model": spec.model, "seed": spec.seed, "train": train, "data_dir": data_dir,
-            "plugins": list(spec.plugins), "trainer": spec.trainer, "synthetic_delay": spec.synthetic_delay}
+            "plugins": list(spec.plugins), "trainer": spec.trainer, "synthetic_delay": spec.synthetic_delay,
+            "table": str(Path(spec.table).resolve()) if spec.table else None}
 
 
 def searcher(spec: Spec) -> Any:
     import peft_space
     from search.searcher import DesignSearcher
+    from search.space import grid
 
     task = spec.task_def
     points = {name: peft_space.preset(name, **dict(spec.preset_overrides.get(name, {}))) for name in spec.points_to_evaluate}
+    cases = [(design, spec.seed + k) for design in grid(spec.space()) for k in range(spec.seeds)] if spec.sampler == "grid" else []
     budget_of = functools.partial(trainers.budget_pct, spec.model, task.kind, task.num_labels)
     return DesignSearcher(spec.space(), metric=task.validation_metric, mode=spec.mode,
                           budget_of=budget_of, cap=spec.budget_cap, study_name=spec.name, storage=spec.storage,
                           sampler=functools.partial(make_sampler, spec.sampler, spec.concurrency), seed=spec.seed,
-                          points=points)
+                          points=points, cases=cases)
 
 
 def make_sampler(kind: str, concurrency: int, seed: int) -> Any:
     """The spec's Optuna sampler, seeded (TPE: multivariate over groups of dimensions that occur together,
-    with a constant liar when trials run at once)."""
+    with a constant liar when trials run at once; a grid's designs are all enqueued, the sampler never draws)."""
     import optuna
 
     if kind == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=concurrency > 1)
     return {"nsga2": optuna.samplers.NSGAIISampler, "random": optuna.samplers.RandomSampler,
+            "grid": optuna.samplers.RandomSampler,
             "gp": optuna.samplers.GPSampler}[kind](seed=seed)
+
+
+def scheduler(spec: Spec) -> Any:
+    """The spec's early stopping: Ray's ASHA on one metric, its Pareto-aware variant on (metric, budget), or
+    none (every trial runs to ``max_steps``)."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from search.pareto_asha import ParetoASHAScheduler
+
+    if spec.scheduler == "none":
+        return FIFOScheduler()
+    metric, mode = spec.asha_watch
+    kind = ASHAScheduler if spec.scheduler == "asha" else ParetoASHAScheduler
+    return kind(time_attr="step", metric=metric, mode=mode, max_t=spec.asha["max_steps"],
+                grace_period=spec.asha["grace_period"], reduction_factor=spec.asha["reduction_factor"])
 
 
 def _tune_config(spec: Spec) -> Any:
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
-    metric, mode = spec.asha_watch
-    asha = ASHAScheduler(time_attr="step", metric=metric, mode=mode,
-                         max_t=spec.asha["max_steps"], grace_period=spec.asha["grace_period"],
-                         reduction_factor=spec.asha["reduction_factor"])
-    return tune.TuneConfig(search_alg=searcher(spec), scheduler=asha, num_samples=-1,  # the searcher counts
+    return tune.TuneConfig(search_alg=searcher(spec), scheduler=scheduler(spec), num_samples=-1,  # the searcher counts
                            max_concurrent_trials=spec.concurrency, reuse_actors=True,
                            trial_dirname_creator=_trial_dirname)
 
@@ -254,26 +268,35 @@ def summarise(spec: Spec) -> Any:
 
 def confirm(spec: Spec, summary: Any, verbose: int) -> None:
     """Re-train every front design with ``confirm_seeds`` more seeds; the front's metric becomes the median."""
-    from ray import tune
-
     task = spec.task_def
     front = summary.front
-    name = f"{spec.name}-confirm"
     configs = [{"design": _design_dict(row), "budget": row.budget, "optuna_trial": row.trial, "seed": spec.seed + k,
                 "preset": row.design if row.design in spec.points_to_evaluate else ""}
                for row in front for k in range(1, spec.confirm_seeds + 1)]
-    tuner = tune.Tuner(_trainable(spec), param_space={**_constants(spec), "case": tune.grid_search(configs)},
-                       tune_config=tune.TuneConfig(max_concurrent_trials=spec.concurrency, reuse_actors=True,
-                                                   trial_dirname_creator=_trial_dirname),
-                       run_config=tune.RunConfig(name=name, storage_path=str(experiment_dir(spec)),
-                                                 callbacks=[_recorder(spec)], verbose=verbose))
-    results = tuner.fit()
+    results = run_cases(spec, f"{spec.name}-confirm", configs, verbose)
     by_trial: dict[int, list[float]] = {}
     for result in results:
         if result.metrics and result.metrics.get("status") == "completed":
             by_trial.setdefault(result.config["case"]["optuna_trial"], []).append(result.metrics[task.validation_metric])
     for row in front:
         row.metric = statistics.median([row.metric, *by_trial.get(row.trial, [])])
+
+
+def run_cases(spec: Spec, name: str, cases: list[dict[str, Any]], verbose: int = 1) -> Any:
+    """Train a fixed list of cases (``design``, ``budget``, ``seed``, ...; ``design: None`` is full fine-tuning)
+    as one Ray Tune grid with the spec's trainer and resources, recorded in MLflow like a search's trials; an
+    interrupted grid of that name resumes."""
+    from ray import tune
+
+    path = experiment_dir(spec) / name
+    if tune.Tuner.can_restore(str(path)):
+        return tune.Tuner.restore(str(path), _trainable(spec), resume_unfinished=True, resume_errored=True).fit()
+    tuner = tune.Tuner(_trainable(spec), param_space={**constants(spec), "case": tune.grid_search(cases)},
+                       tune_config=tune.TuneConfig(max_concurrent_trials=spec.concurrency, reuse_actors=True,
+                                                   trial_dirname_creator=_trial_dirname),
+                       run_config=tune.RunConfig(name=name, storage_path=str(experiment_dir(spec)),
+                                                 callbacks=[_recorder(spec)], verbose=verbose))
+    return tuner.fit()
 
 
 def _design_dict(row: Any) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import pickle
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +43,19 @@ class DesignSearcher(Searcher):
 
     def __init__(self, space: Space, *, metric: str, mode: str, budget_of: Callable[[Design], float],
                  cap: float, study_name: str, storage: str, sampler: Callable[[int], optuna.samplers.BaseSampler],
-                 seed: int = 0, points: Mapping[str, Design] | None = None) -> None:
+                 seed: int = 0, points: Mapping[str, Design] | None = None,
+                 cases: Sequence[tuple[Design, int]] = ()) -> None:
         super().__init__(metric=metric, mode=mode)
         self.space, self.budget_of, self.cap = space, budget_of, cap
         self.study_name, self.storage, self.sampler, self.seed = study_name, storage, sampler, seed
         self.trials: dict[str, int] = {}  # Ray trial id -> Optuna trial number
         self._live: dict[str, optuna.Trial] = {}  # trials asked by this driver and not yet told
         self._study: optuna.Study | None = None
-        if not self.study.trials:  # a new study: the paper's methods first
+        if not self.study.trials:  # a new study: the paper's methods first, then a grid's (design, seed) cases
             for name, design in (points or {}).items():
                 self.study.enqueue_trial(params_of(design, space), user_attrs={"preset": name})
+            for design, case_seed in cases:
+                self.study.enqueue_trial(params_of(design, space), user_attrs={"seed": case_seed})
         self._fail_interrupted()  # a study a dead driver left behind (before Ray saved any state)
 
     @property
@@ -85,7 +88,8 @@ class DesignSearcher(Searcher):
                 trial.set_user_attr(key, value)
             self.trials[trial_id], self._live[trial_id] = trial.number, trial
             preset = trial.user_attrs.get("preset", "")
-            return {"design": design.to_dict(), BUDGET: budget, "optuna_trial": trial.number, "preset": preset}
+            seed = {"seed": trial.user_attrs["seed"]} if "seed" in trial.user_attrs else {}  # a grid's case
+            return {"design": design.to_dict(), BUDGET: budget, "optuna_trial": trial.number, "preset": preset, **seed}
         raise DesignError("budget_cap", self.cap, f"a cap some design of the space meets ({MAX_REJECTIONS} sampled "
                                                    "designs in a row were over it or did not fit the model)")
 

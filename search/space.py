@@ -9,18 +9,26 @@ Optuna needs one fixed distribution per parameter name, but the rules narrow som
 (the softmax form only takes ``representation="head"``). So a categorical parameter is named by its flat
 design key where every registered value is open, and by the key plus its choice set where the rules
 narrowed it (``attn.representation[head]``); a narrowed set of one value is not sampled at all.
+
+A site may instead take a **menu**: a few of the paper's methods (presets; the site's part of each) with a
+finite list of values for some dimensions, e.g. ``{"lora_attn": {"bottleneck": [4, 16]}, "prefix": {...}}``.
+The trial picks ``{site}.method`` among ``"none"`` and the menu, then each listed dimension
+(``attn.bottleneck[lora_attn]``). Menus at every site make the space finite: ``grid(space)`` lists its designs
+(a tabular benchmark trains each of them).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from peft_space import Categorical, Design
+from peft_space import PRESETS, Categorical, Design
 from peft_space.dimensions import DIMENSIONS, Boolean, Dimension, Float, Integer
 
 NONE = "none"
+Menu = Mapping[str, Mapping[str, Sequence[Any]]]  # preset name -> dimension -> the values to try
 
 
 class Trial(Protocol):  # the part of optuna.Trial used here (also satisfied by optuna.trial.FixedTrial)
@@ -36,12 +44,18 @@ class Space:
     sites: tuple[str, ...] = ("attn", "ffn")
     values: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # dimension -> allowed values
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=lambda: {"bottleneck": (1, 512), "scale": (0.5, 8.0)})
+    menus: Mapping[str, Menu] = field(default_factory=dict)  # site -> its menu (instead of every dimension)
 
 
 def suggest(trial: Trial, space: Space) -> Design:
     """Sample one design. An all-"none" trial is the frozen model with only the task head trained."""
     sites: dict[str, dict[str, Any]] = {}
     for site in space.sites:
+        if site in space.menus:
+            chosen = _from_menu(trial, site, space.menus[site])
+            if chosen is not None:
+                sites[site] = chosen
+            continue
         values: dict[str, Any] = {"site": site}
         for dim in DIMENSIONS:
             if not dim.active(values):
@@ -54,6 +68,39 @@ def suggest(trial: Trial, space: Space) -> Design:
             del values["site"]
             sites[site] = values
     return Design(sites)
+
+
+def _from_menu(trial: Trial, site: str, menu: Menu) -> dict[str, Any] | None:
+    method = trial.suggest_categorical(f"{site}.method", [NONE, *menu])
+    if method == NONE:
+        return None
+    values = dict(PRESETS[method].sites[site])
+    for dim, options in menu[method].items():
+        values[dim] = options[0] if len(options) == 1 else trial.suggest_categorical(f"{site}.{dim}[{method}]", list(options))
+    return values
+
+
+def menu_options(site: str, menu: Menu) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+    """Every choice a menu offers at ``site``: the Optuna params that pick it, and the site's modification
+    (``None``: the site is left alone)."""
+    options: list[tuple[dict[str, Any], dict[str, Any] | None]] = [({f"{site}.method": NONE}, None)]
+    for method, varied in menu.items():
+        dims = list(varied)
+        for combo in itertools.product(*(varied[d] for d in dims)):
+            params = {f"{site}.method": method,
+                      **{f"{site}.{d}[{method}]": v for d, v in zip(dims, combo) if len(varied[d]) > 1}}
+            options.append((params, {**PRESETS[method].sites[site], **dict(zip(dims, combo))}))
+    return options
+
+
+def grid(space: Space) -> list[Design]:
+    """Every design of a finite space (a menu at every site), in a fixed order."""
+    missing = [site for site in space.sites if site not in space.menus]
+    if missing:
+        raise ValueError(f"a grid needs a menu at every site; none at {', '.join(missing)}")
+    per_site = [[mod for _, mod in menu_options(site, space.menus[site])] for site in space.sites]
+    return [Design({site: mod for site, mod in zip(space.sites, mods) if mod is not None})
+            for mods in itertools.product(*per_site)]
 
 
 def _suggest(trial: Trial, dim: Dimension, values: dict[str, Any], space: Space) -> Any:
@@ -83,6 +130,9 @@ def params_of(design: Design, space: Space) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for site in space.sites:
         mod = design.sites.get(site)
+        if site in space.menus:
+            params |= _menu_params(site, space.menus[site], mod)
+            continue
         values: dict[str, Any] = {"site": site}
         for dim in DIMENSIONS:
             if not dim.active(values):
@@ -93,6 +143,25 @@ def params_of(design: Design, space: Space) -> dict[str, Any]:
                 break
             values[dim.name] = value
     return params
+
+
+def menu_label(design: Design, space: Space) -> str:
+    """A design of a menu space in a few words: ``lora_attn:4 + pa_ffn:16`` (method and bottleneck per site)."""
+    parts = []
+    for site in space.sites:
+        mod = design.sites.get(site)
+        method = _menu_params(site, space.menus[site], mod)[f"{site}.method"]
+        if method != NONE:
+            parts.append(method + (f":{mod['bottleneck']}" if "bottleneck" in mod else ""))
+    return " + ".join(parts) or "head only"
+
+
+def _menu_params(site: str, menu: Menu, mod: Any) -> dict[str, Any]:
+    wanted = Design({site: dict(mod)}).to_dict() if mod is not None else {}
+    for params, option in menu_options(site, menu):
+        if (Design({site: option}).to_dict() if option is not None else {}) == wanted:
+            return params
+    raise ValueError(f"{site}: {dict(mod or {})} is not on the site's menu ({', '.join(menu)})")
 
 
 class _Recorder:
@@ -123,4 +192,4 @@ class _Recorder:
         return self.value
 
 
-__all__ = ["NONE", "Space", "params_of", "suggest"]
+__all__ = ["NONE", "Space", "grid", "menu_label", "menu_options", "params_of", "suggest"]

@@ -8,9 +8,12 @@ Every problem is reported at once, one line each, naming the field, the value an
     sites: [attn, ffn]
     values: {form: [linear, relu, softmax]}      # per dimension; default: every registered value
     ranges: {bottleneck: [1, 64], scale: [0.5, 8]}
+    menus: {attn: {lora_attn: {bottleneck: [4, 16]}, prefix: {}}}   # a site picks one of these presets (or none)
     points_to_evaluate: [lora_attn, pa_ffn, mam]  # presets tried first (sizes may be overridden in ``preset_overrides``)
     budget_cap: 1%                                # designs above it are never trained
-    sampler: tpe                                  # tpe | nsga2 | random | gp
+    sampler: tpe                                  # tpe | nsga2 | random | gp | grid (every design: menus at every site)
+    seeds: 1                                      # grid: each design is trained with seeds seed, seed+1, ...
+    scheduler: asha                               # asha | pareto_asha | none (every trial to max_steps)
     asha: {grace_period: 20, reduction_factor: 3, max_steps: 200}
     asha_metric: loss                             # what ASHA compares at its rungs (default: the task's metric)
     trials: 30
@@ -25,6 +28,8 @@ Every problem is reported at once, one line each, naming the field, the value an
     train: {lr: 1e-3, train_examples: 2000}       # TrainConfig overrides (steps come from asha.max_steps)
     data_dir: null                                # the task's local files (default: $PEFT_SEARCH_DATA, shared/data)
     trainer: train                                # train | synthetic (a closed-form learning curve: dry runs)
+                                                  # | tabular (replays the recorded curves of ``table``)
+    table: benchmarks/tabular/sst2_minilm.csv     # the tabular benchmark the tabular trainer replays
     synthetic_delay: 0                            # seconds per report of the synthetic trainer
     plugins: [my_dimensions]                      # modules imported first (driver and workers) to register values
 """
@@ -44,8 +49,9 @@ import trainers
 from peft_space import FieldError
 from peft_space.dimensions import DIMENSIONS, Categorical
 
-SAMPLERS = ("tpe", "nsga2", "random", "gp")
-TRAINERS = ("train", "synthetic")
+SAMPLERS = ("tpe", "nsga2", "random", "gp", "grid")
+TRAINERS = ("train", "synthetic", "tabular")
+SCHEDULERS = ("asha", "pareto_asha", "none")
 
 
 class SpecError(ValueError):
@@ -64,10 +70,13 @@ class Spec:
     sites: tuple[str, ...] = ("attn", "ffn")
     values: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=lambda: {"bottleneck": (1, 512), "scale": (0.5, 8.0)})
+    menus: Mapping[str, Mapping[str, Mapping[str, tuple[Any, ...]]]] = field(default_factory=dict)
     points_to_evaluate: tuple[str, ...] = ()
     preset_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     budget_cap: float = 100.0  # % of the pretrained model (analytic count, head excluded)
     sampler: str = "tpe"
+    seeds: int = 1
+    scheduler: str = "asha"
     asha: Mapping[str, int] = field(default_factory=lambda: {"grace_period": 20, "reduction_factor": 3, "max_steps": 200})
     asha_metric: str | None = None  # None: the task's validation metric
     trials: int = 20
@@ -82,13 +91,23 @@ class Spec:
     train: Mapping[str, Any] = field(default_factory=dict)
     data_dir: str | None = None
     trainer: str = "train"
+    table: str | None = None
     synthetic_delay: float = 0.0
     plugins: tuple[str, ...] = ()
 
     def space(self) -> Any:
         from search.space import Space
 
-        return Space(self.sites, self.values, self.ranges)
+        return Space(self.sites, self.values, self.ranges, self.menus)
+
+    @property
+    def target(self) -> int:
+        """How many designs to train: ``trials``, or every (design, seed) of a grid."""
+        if self.sampler != "grid":
+            return self.trials
+        from search.space import grid
+
+        return len(grid(self.space())) * self.seeds
 
     @property
     def task_def(self) -> trainers.Task:
@@ -197,15 +216,24 @@ def parse(data: Mapping[str, Any]) -> Spec:
             problems.append(FieldError(f"preset_overrides.{preset}.{err.field}", err.value, err.allowed))
     cap = _percent(spec.get("budget_cap", Spec.budget_cap))
     check("budget_cap", cap is not None and 0 < cap <= 100, spec.get("budget_cap"), "a percentage in (0, 100], e.g. '1%'")
+    menus = _menus(spec.get("menus", {}), sites or (), problems)
     sampler = spec.get("sampler", Spec.sampler)
     check("sampler", sampler in SAMPLERS, sampler, "one of " + ", ".join(SAMPLERS))
-    for key in ("trials", "concurrency", "seed", "confirm_seeds"):
+    uncovered = [site for site in sites or () if site not in menus]
+    check("sampler", sampler != "grid" or not uncovered, sampler,
+          f"a sampler other than 'grid' unless menus name every site (none for {', '.join(uncovered)})")
+    scheduler = spec.get("scheduler", Spec.scheduler)
+    check("scheduler", scheduler in SCHEDULERS, scheduler, "one of " + ", ".join(SCHEDULERS))
+    for key in ("trials", "concurrency", "seed", "confirm_seeds", "seeds"):
         value = spec.get(key, getattr(Spec, key))
-        positive = key in ("trials", "concurrency")
+        positive = key in ("trials", "concurrency", "seeds")
         check(key, isinstance(value, int) and not isinstance(value, bool) and value >= positive, value,
               "a positive integer" if positive else "an integer ≥ 0")
     trainer = spec.get("trainer", Spec.trainer)
     check("trainer", trainer in TRAINERS, trainer, "one of " + ", ".join(TRAINERS))
+    table = spec.get("table")
+    check("table", (table is None) == (trainer != "tabular") and (table is None or Path(table).is_file()), table,
+          "the path of a tabular benchmark file with trainer: tabular (and only then)")
     delay = spec.get("synthetic_delay", 0.0)
     check("synthetic_delay", isinstance(delay, (int, float)) and not isinstance(delay, bool) and delay >= 0, delay,
           "a number of seconds ≥ 0")
@@ -236,11 +264,38 @@ def parse(data: Mapping[str, Any]) -> Spec:
         problems.append(FieldError(f"train.{err.field}", err.value, err.allowed))
     if problems:
         raise SpecError(problems)
-    return Spec(**{**spec, "sites": sites, "budget_cap": cap, "asha": asha, "resources": resources,
+    return Spec(**{**spec, "sites": sites, "budget_cap": cap, "menus": menus, "asha": asha, "resources": resources,
                    "plugins": tuple(plugins), "synthetic_delay": float(delay),
                    "points_to_evaluate": tuple(spec.get("points_to_evaluate", ())),
                    "values": {k: tuple(v) if isinstance(v, (list, tuple)) else (v,) for k, v in dict(spec.get("values", {})).items()},
                    "ranges": {**Spec().ranges, **{k: tuple(v) for k, v in dict(spec.get("ranges", {})).items()}}})
+
+
+def _menus(data: Any, sites: tuple[str, ...], problems: list[FieldError]) -> dict[str, dict[str, dict[str, tuple]]]:
+    """``menus`` checked: known sites, presets that modify the site, values the design space allows."""
+    from search.space import menu_options
+
+    if not isinstance(data, Mapping):
+        problems.append(FieldError("menus", data, "a mapping site -> {preset: {dimension: [values]}}"))
+        return {}
+    menus: dict[str, dict[str, dict[str, tuple]]] = {}
+    for site, menu in data.items():
+        if site not in sites or not isinstance(menu, Mapping):
+            problems.append(FieldError("menus", site, "a searched site (" + ", ".join(sites) + ") mapped to presets"))
+            continue
+        menus[site] = {}
+        for name, varied in menu.items():
+            if name not in peft_space.PRESETS or site not in peft_space.PRESETS[name].sites:
+                problems.append(FieldError(f"menus.{site}", name, "presets that modify " + site + ": " + ", ".join(
+                    p for p, preset in peft_space.PRESETS.items() if site in preset.sites)))
+                continue
+            menus[site][name] = {dim: tuple(v) if isinstance(v, (list, tuple)) else (v,) for dim, v in dict(varied or {}).items()}
+            try:
+                for _, mod in menu_options(site, {name: menus[site][name]})[1:]:
+                    peft_space.Design({site: mod})
+            except FieldError as err:
+                problems.append(FieldError(f"menus.{site}.{name}.{err.field.split('.')[-1]}", err.value, err.allowed))
+    return menus
 
 
 def asha_metrics(task: trainers.Task) -> tuple[str, ...]:

@@ -12,6 +12,11 @@ can be reproduced too.
 
 ``synthetic`` stands in for training with a closed-form learning curve per design: it exercises the whole
 stack (searcher, ASHA, storage, MLflow) in seconds, for dry runs of a spec or a cluster and for benchmarks.
+``tabular`` replays a tabular benchmark (``search.tabular``): the trial reports the curve the real trainer
+recorded for its design and seed, step by step, so a whole search runs on the table in seconds and spends
+exactly the steps a real one would.
+
+A config whose ``design`` is ``None`` is full fine-tuning (a reference row of a tabular benchmark).
 """
 
 from __future__ import annotations
@@ -28,7 +33,10 @@ from ray.tune import Checkpoint
 
 import trainers
 from peft_space import Design
+from search import tabular as table
 from search.spec import import_plugins
+from trainers.loop import FULL
+from trainers.metrics import SE
 
 
 def train_design(config: dict[str, Any]) -> None:
@@ -38,12 +46,13 @@ def train_design(config: dict[str, Any]) -> None:
     common = _common(config, design, total)
     resolved: dict[str, Any] = {}  # hyper-parameters, data source, threads, versions: sent with the first report
 
-    reached = [0]
+    reached, start = [0], time.perf_counter()
 
     def report(step: int, metrics: dict[str, float]) -> None:
         reached[0] = step
         if step < total:  # the final evaluation is reported below, with the test metrics
-            tune.report({**metrics, **common, "step": step, "status": "running", "resolved": dict(resolved)})
+            tune.report({**metrics, **common, "step": step, "status": "running", "resolved": dict(resolved),
+                         "seconds": time.perf_counter() - start})
             resolved.clear()
 
     with tempfile.TemporaryDirectory() as weights:
@@ -60,6 +69,7 @@ def train_design(config: dict[str, Any]) -> None:
         saved = Checkpoint.from_directory(weights) if result.status == "completed" else None
         tune.report({**result.validation, **{f"test_{k}": v for k, v in result.test.items()}, **common, **budget,
                      "step": result.step, "status": result.status, "error": result.error or "",
+                     "seconds": time.perf_counter() - start,
                      "train_seconds": result.train_seconds, "examples_per_second": result.examples_per_second,
                      "resolved": {k: v for k, v in result.config.items() if k != "design"}}, checkpoint=saved)
 
@@ -84,16 +94,42 @@ def synthetic(config: dict[str, Any]) -> None:
                      "status": "completed" if step == total else "running"})
 
 
-def _start(config: dict[str, Any]) -> tuple[dict[str, Any], Design]:
+def tabular(config: dict[str, Any]) -> None:
+    """The table's recorded curve for this design and seed (``table.replica``), reported evaluation by evaluation."""
+    config, design = _start(config)
+    task = trainers.TASKS[config["task"]]
+    total = int(config["train"]["steps"])
+    common = _common(config, design, total)
+    curve = table.curve(table.load(config["table"]), design_id(design), config["seed"])
+    if curve.empty or int(curve["step"].max()) != total:
+        steps = sorted(set(curve["step"])) if not curve.empty else []
+        tune.report({**common, "step": 0, "status": "failed",
+                     "error": f"design {design_id(design)} is not in the table {config['table']} with {total} steps "
+                              f"(recorded steps: {steps or 'none'})"})
+        return
+    for row in curve.itertuples():
+        last = row.step == total
+        final = {f"test_{task.validation_metric}": row.test_metric, f"test_{task.validation_metric}{SE}": row.test_metric_se,
+                 "train_seconds": row.seconds} if last else {}
+        tune.report({task.validation_metric: row.valid_metric, f"{task.validation_metric}{SE}": row.valid_metric_se,
+                     "loss": row.valid_loss, **final, **common, "step": int(row.step),
+                     "status": "completed" if last else "running"})
+
+
+def _start(config: dict[str, Any]) -> tuple[dict[str, Any], Design | None]:
     """The trial's config unfolded and its design, once the user's plugins have registered their values."""
     config = unfold(config)
     import_plugins(config.get("plugins", ()))
-    return config, Design.from_dict(config["design"])
+    return config, Design.from_dict(config["design"]) if config["design"] is not None else None
 
 
-def _common(config: dict[str, Any], design: Design, total: int) -> dict[str, Any]:
+def design_id(design: Design | None) -> str:
+    return design.id if design is not None else FULL
+
+
+def _common(config: dict[str, Any], design: Design | None, total: int) -> dict[str, Any]:
     """What every report of a trial carries (``node_id``: which Ray node ran it)."""
-    return {"budget": config["budget"], "design_id": design.id, "total_steps": total,
+    return {"budget": config["budget"], "design_id": design_id(design), "total_steps": total,
             "node_id": ray.get_runtime_context().get_node_id()}
 
 
@@ -102,4 +138,4 @@ def unfold(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, **config.get("case", {})}
 
 
-TRAINABLES = {"train": train_design, "synthetic": synthetic}
+TRAINABLES = {"train": train_design, "synthetic": synthetic, "tabular": tabular}

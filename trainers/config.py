@@ -20,6 +20,8 @@ class TrainConfig:
     batch_size: int = 32  # sentences per optimiser step (reached by gradient accumulation)
     batch_tokens: int = 0  # if > 0: tokens per optimiser step instead (MT), source and target counted
     micro_batch: int = 16  # sentences per forward pass
+    eval_batch: int = 0  # examples per evaluation forward pass (no graph is kept); 0: micro_batch
+    group_by_length: bool = False  # batches of similar lengths (less padding; transformers' group_by_length)
     steps: int = 0  # optimiser steps; 0 means ``epochs`` over the training data
     epochs: float = 1.0
     warmup_ratio: float = 0.0
@@ -33,6 +35,7 @@ class TrainConfig:
     min_generate: int = 1
     max_generate: int = 60
     eval_every: int = 0  # optimiser steps between evaluations; 0: five times per run
+    eval_growth: float = 1.0  # > 1: evaluate at eval_every·growth^k (a successive-halving ladder) and at the end
     train_examples: int = 0  # use only the first N training examples (0: all)
     eval_examples: int = 0  # evaluate on the first N validation/test examples (0: all)
     precision: str = "auto"  # "fp32", "bf16", "fp16"; auto: bf16 autocast on a GPU, fp32 on a CPU
@@ -48,6 +51,10 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 def _coerce(name: str, value: Any) -> Any:
     kind = type(getattr(TrainConfig, name))
+    if kind is bool:
+        if value not in (True, False, "true", "false"):
+            raise FieldError(name, value, "true or false")
+        return value in (True, "true")
     if name == "precision":
         if value not in PRECISIONS:
             raise FieldError(name, value, "one of " + ", ".join(map(repr, PRECISIONS)))

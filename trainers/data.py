@@ -4,13 +4,19 @@ Local directories are searched in order: the one the user names, ``$PEFT_SEARCH_
 ``shared/data`` folder beside the repository (the real samples this project ships). A task found in
 none of them is loaded from the hub unless the hub is off (``HF_DATASETS_OFFLINE=1``); if that fails
 too, one message says what was looked for and how to supply it.
+
+Selection and reporting never share data: a task without public test labels (``Task.carved_validation``)
+selects on a fixed seeded slice of its training file and reports on the public dev set; the slice is
+removed from training. ``Splits.described`` says where each split's examples come from.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +24,17 @@ from peft_space import FieldError
 from trainers.tasks import Task
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+CARVE_SEED = 0  # fixed: every run of a task selects on the same validation slice
+
+
+@dataclass(frozen=True)
+class Splits:
+    """``train``, ``validation`` and ``test`` as ``datasets.Dataset`` objects, where they came from, and what
+    each split is (``described["validation"] == "2000 examples carved from train (seed 0)"``)."""
+
+    data: dict[str, Any]
+    source: str
+    described: dict[str, str]
 
 
 def candidate_dirs(data_dir: str | Path | None) -> list[Path]:
@@ -34,8 +51,30 @@ def field(example: Mapping[str, Any], name: str) -> Any:
     return example
 
 
-def load_splits(task: Task, data_dir: str | Path | None = None) -> tuple[dict[str, Any], str]:
-    """The task's splits as ``datasets.Dataset`` objects, and a description of where they came from."""
+def load_splits(task: Task, data_dir: str | Path | None = None) -> Splits:
+    """The task's train, validation and test splits (validation carved from train where the task says so)."""
+    loaded, source = _load(task, data_dir)
+    return honest(task, loaded, source)
+
+
+def honest(task: Task, loaded: dict[str, Any], source: str) -> Splits:
+    """Splits whose validation (selection) and test (reporting) data are disjoint where the data allow it."""
+    if task.carved_validation and "test" not in loaded:
+        train, n = loaded["train"], task.carved_validation
+        picked = random.Random(CARVE_SEED).sample(range(len(train)), n)
+        rest = sorted(set(range(len(train))) - set(picked))
+        data = {"train": train.select(rest), "validation": train.select(picked), "test": loaded["validation"]}
+        return Splits(data, source, {"train": f"train minus the validation slice ({len(rest)} examples)",
+                                     "validation": f"{n} examples carved from train (seed {CARVE_SEED})",
+                                     "test": f"the public dev set ({len(loaded['validation'])} examples)"})
+    if "test" in loaded:
+        return Splits(loaded, source, {name: name for name in ("train", "validation", "test")})
+    # no test split and nothing carved: report on validation, and say so
+    return Splits({**loaded, "test": loaded["validation"]}, source,
+                  {"train": "train", "validation": "validation", "test": "validation (the task has no test split)"})
+
+
+def _load(task: Task, data_dir: str | Path | None) -> tuple[dict[str, Any], str]:
     import datasets
 
     dirs = candidate_dirs(data_dir)

@@ -37,7 +37,7 @@ class Result:
     status: str  # "completed", "stopped" (by the callback) or "failed"
     step: int  # optimiser steps taken
     validation: dict[str, float]  # the last validation metrics
-    test: dict[str, float]  # final metrics on the test split (validation where a task has no test split)
+    test: dict[str, float]  # final metrics on the test split (never the data selected on, where the task has both)
     history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     budget: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)  # everything needed to reproduce the run
@@ -62,6 +62,7 @@ def task_by_name(name: str | Task) -> Task:
 
 
 FULL = "full"  # the design name of full fine-tuning
+LENGTH_GROUP = 50  # micro-batches sorted together by ``group_by_length`` (transformers' mega-batch size)
 
 
 def train(
@@ -87,18 +88,19 @@ def train(
     config = resolve(task, overrides)
     if config.threads:
         torch.set_num_threads(config.threads)
-    splits, source = load_splits(task, data_dir)
+    splits = load_splits(task, data_dir)
     base = load_base(model, task.kind, task.num_labels)
     run = Run(task, config, base, seed)
     run.model = prepare(base, design, seed).to(run.device)
     budget = _budget(base, design)
-    resolved = {"task": task.name, "model": model, "model_path": base.path, "seed": seed, "data": source,
+    resolved = {"task": task.name, "model": model, "model_path": base.path, "seed": seed, "data": splits.source,
+                **{f"split.{name}": what for name, what in splits.described.items()},
                 "design": design.to_dict() if design else {}, "design_id": design.id if design else FULL,
                 **asdict(config), "device": str(run.device), "threads": torch.get_num_threads(),
                 "uncased_metrics": base.uncased and task.kind == "seq2seq", **versions()}
     if on_start is not None:
         on_start(resolved)
-    result = run.fit(splits, report, progress, resolved, budget)
+    result = run.fit(splits.data, report, progress, resolved, budget)
     if save_dir is not None and design is not None and result.status == "completed":
         peft_space.save(run.model, save_dir)
     return result
@@ -109,13 +111,13 @@ def evaluate(task: str | Task, weights: str | Path, *, model: str = "minilm", da
     """Validation metrics of a trained modification saved by ``peft_space.save`` (or ``train(save_dir=...)``)."""
     task = task_by_name(task)
     config = resolve(task, overrides)
-    splits, _ = load_splits(task, data_dir)
+    splits = load_splits(task, data_dir)
     base = load_base(model, task.kind, task.num_labels)
     run = Run(task, config, base, 0)
     design = peft_space.Design.from_json((Path(weights) / DESIGN_FILE).read_text())
     run.model = prepare(base, design, 0).to(run.device)
     peft_space.load(run.model, weights)
-    return run.validate(run.encode(splits["validation"], config.eval_examples))
+    return run.validate(run.encode_for_eval(splits.data["validation"], config.eval_examples))
 
 
 def _budget(base: Base, design: peft_space.Design | None) -> dict[str, float]:
@@ -172,13 +174,23 @@ class Run:
             batch["labels"] = torch.tensor([e["labels"] for e in examples])
         return {k: v.to(self.device) for k, v in batch.items()}
 
+    def encode_for_eval(self, dataset: Any, limit: int) -> list[dict[str, Any]]:
+        """Evaluation examples by length: batches of similar lengths pad little (the metrics ignore order)."""
+        return sorted(self.encode(dataset, limit), key=lambda e: len(e["input_ids"]))
+
     def micro_batches(self, examples: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-        """Endless seeded shuffles of the training set, cut into micro-batches."""
-        generator = torch.Generator().manual_seed(self.seed)
+        """Endless seeded shuffles of the training set, cut into micro-batches. With ``group_by_length``, as
+        transformers' ``LengthGroupedSampler`` does, each run of ``LENGTH_GROUP`` micro-batches of the shuffle is
+        sorted by length first: a batch pads to similar lengths, and batches stay random across groups."""
+        generator, size = torch.Generator().manual_seed(self.seed), self.config.micro_batch
         while True:
             order = torch.randperm(len(examples), generator=generator).tolist()
-            for i in range(0, len(order), self.config.micro_batch):
-                yield [examples[j] for j in order[i : i + self.config.micro_batch]]
+            if self.config.group_by_length:
+                span = size * LENGTH_GROUP
+                order = [j for i in range(0, len(order), span)
+                         for j in sorted(order[i : i + span], key=lambda j: -len(examples[j]["input_ids"]))]
+            for i in range(0, len(order), size):
+                yield [examples[j] for j in order[i : i + size]]
 
     def optimiser_batches(self, examples: list[dict[str, Any]]) -> Iterator[list[list[dict[str, Any]]]]:
         """Groups of micro-batches that make one optimiser step: ``batch_size`` sentences or ``batch_tokens`` tokens."""
@@ -215,8 +227,9 @@ class Run:
 
     def _classify(self, examples: list[dict[str, Any]]) -> dict[str, float]:
         predictions, total_loss = [], 0.0
-        for i in range(0, len(examples), self.config.micro_batch):
-            batch = self.collate(examples[i : i + self.config.micro_batch])
+        size = self.config.eval_batch or self.config.micro_batch
+        for i in range(0, len(examples), size):
+            batch = self.collate(examples[i : i + size])
             with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
                 logits = self.model(**batch).logits.float()
             total_loss += float(nn.functional.cross_entropy(logits, batch["labels"], reduction="sum"))
@@ -226,8 +239,9 @@ class Run:
 
     def _seq2seq(self, examples: list[dict[str, Any]], generate: bool) -> dict[str, float]:
         nll, tokens, predictions = 0.0, 0, []
-        for i in range(0, len(examples), self.config.micro_batch):
-            batch = self.collate(examples[i : i + self.config.micro_batch])
+        size = self.config.eval_batch or self.config.micro_batch
+        for i in range(0, len(examples), size):
+            batch = self.collate(examples[i : i + size])
             loss, count = self.loss(batch, 0.0)
             nll, tokens = nll + float(loss) * count, tokens + count
             if generate:
@@ -259,13 +273,13 @@ class Run:
             if isinstance(module, nn.Dropout):
                 module.p = c.dropout
         train_set = self.encode(splits["train"], c.train_examples)
-        valid_set = self.encode(splits["validation"], c.eval_examples)
-        test_set = self.encode(splits["test"], c.eval_examples) if "test" in splits else valid_set
+        valid_set = self.encode_for_eval(splits["validation"], c.eval_examples)
+        test_set = self.encode_for_eval(splits["test"], c.eval_examples)
         per_step = c.batch_size if not c.batch_tokens else max(1, c.batch_tokens // 64)
         total = c.steps or max(1, math.ceil(c.epochs * len(train_set) / per_step))
         config |= {"total_steps": total, "train_size": len(train_set), "validation_size": len(valid_set),
-                   "test_split": "test" if "test" in splits else "validation"}
-        every = c.eval_every or max(1, total // 5)
+                   "test_size": len(test_set)}
+        evaluations = eval_steps(total, c.eval_every or max(1, total // 5), c.eval_growth)
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimiser = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, _linear(total, round(c.warmup_ratio * total)))
@@ -284,7 +298,7 @@ class Run:
                 seen += sum(len(chunk) for chunk in group)
                 result.step = step
                 bar(step, loss, seen / (time.perf_counter() - start))
-                if step % every == 0 or step == total:
+                if step in evaluations:
                     result.validation = self.validate(valid_set)
                     result.history.append((step, result.validation))
                     if report is not None and report(step, result.validation) and step < total:
@@ -311,6 +325,18 @@ class Run:
         optimiser.step()
         optimiser.zero_grad(set_to_none=True)
         return value
+
+
+def eval_steps(total: int, every: int, growth: float = 1.0) -> set[int]:
+    """The steps after which a run evaluates: every ``every`` steps, or at ``every·growth^k`` (the rungs of a
+    successive-halving ladder: ``eval_steps(243, 9, 3) == {9, 27, 81, 243}``), and always at the last step."""
+    if growth <= 1:
+        return set(range(every, total + 1, every)) | {total}
+    steps, step = {total}, float(every)
+    while step < total:
+        steps.add(round(step))
+        step *= growth
+    return steps
 
 
 def _linear(total: int, warmup: int) -> Callable[[int], float]:

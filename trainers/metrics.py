@@ -1,14 +1,29 @@
-"""Task metrics through the libraries the field uses: rouge-score for ROUGE, sacrebleu for BLEU."""
+"""Task metrics through the libraries the field uses: rouge-score for ROUGE, sacrebleu for BLEU.
+
+Each metric comes with its standard error (``accuracy_se``, ``rouge2_se``, ``bleu_se``): the spread of the
+number over resamples of the evaluation set, so that a difference smaller than a few of them is read as noise.
+"""
 
 from __future__ import annotations
 
+import math
+import random
+import statistics
 import unicodedata
 from typing import Any
 
+SE = "_se"  # a metric's standard error is reported under its name + SE
+BOOTSTRAP = 200  # resamples for corpus-level metrics (BLEU) that have no closed-form standard error
+
+
+def mean_se(values: list[float]) -> float:
+    """Standard error of the mean of per-example scores."""
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+
 
 def accuracy(predictions: list[Any], references: list[Any]) -> dict[str, float]:
-    correct = sum(int(p == r) for p, r in zip(predictions, references))
-    return {"accuracy": correct / max(1, len(references))}
+    hits = [float(p == r) for p, r in zip(predictions, references)]
+    return {"accuracy": sum(hits) / max(1, len(hits)), "accuracy" + SE: mean_se(hits)}
 
 
 def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
@@ -17,7 +32,11 @@ def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
 
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
     scores = [scorer.score(r, p) for p, r in zip(predictions, references)]
-    return {k: 100 * sum(s[k].fmeasure for s in scores) / max(1, len(scores)) for k in ("rouge1", "rouge2", "rougeL")}
+    metrics = {}
+    for key in ("rouge1", "rouge2", "rougeL"):
+        values = [100 * s[key].fmeasure for s in scores]
+        metrics |= {key: sum(values) / max(1, len(values)), key + SE: mean_se(values)}
+    return metrics
 
 
 def normalise(text: str) -> str:
@@ -29,6 +48,13 @@ def normalise(text: str) -> str:
 
 
 def bleu(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Corpus BLEU; its standard error is the spread over seeded bootstrap resamples of the sentences."""
     import sacrebleu
 
-    return {"bleu": sacrebleu.corpus_bleu(predictions, [references]).score}
+    draw, n = random.Random(0), len(predictions)
+    resampled = []
+    for _ in range(BOOTSTRAP if n > 1 else 0):
+        picked = [draw.randrange(n) for _ in range(n)]
+        resampled.append(sacrebleu.corpus_bleu([predictions[i] for i in picked], [[references[i] for i in picked]]).score)
+    return {"bleu": sacrebleu.corpus_bleu(predictions, [references]).score,
+            "bleu" + SE: statistics.stdev(resampled) if resampled else 0.0}

@@ -31,6 +31,9 @@ class Task:
     recipe: Mapping[str, Any] = field(default_factory=dict)  # overrides of TrainConfig's defaults
     num_labels: int = 0
     help: str = ""
+    # Tasks whose test labels are not public (GLUE): this many training examples, a fixed seeded slice, become
+    # the validation split the search selects on, and the public dev set becomes the reported test split.
+    carved_validation: int = 0
 
 
 TASKS: dict[str, Task] = {}
@@ -50,12 +53,14 @@ GENERATION = {"lr": 5e-5, "label_smoothing": 0.1, "weight_decay": 0.01, "warmup_
 register_task(Task(
     "sst2", "classification", ("glue", "sst2"), {"train": "train", "validation": "validation"},
     {"train": "sst2/train.tsv", "validation": "sst2/validation.tsv"}, ("sentence",), "label", accuracy, "accuracy",
-    True, CLASSIFICATION, num_labels=2, help="SST-2 sentiment (GLUE), accuracy",
+    True, CLASSIFICATION, num_labels=2, carved_validation=2000,
+    help="SST-2 sentiment (GLUE), accuracy; validation: 2,000 sentences carved from train, test: the dev set",
 ))
 register_task(Task(
     "mnli", "classification", ("glue", "mnli"), {"train": "train", "validation": "validation_matched"},
     {"train": "mnli/train.jsonl", "validation": "mnli/validation.jsonl"}, ("premise", "hypothesis"), "label", accuracy,
-    "accuracy", True, CLASSIFICATION, num_labels=3, help="MNLI entailment (GLUE, matched validation), accuracy",
+    "accuracy", True, CLASSIFICATION, num_labels=3, carved_validation=1000,
+    help="MNLI entailment (GLUE), accuracy; validation: 1,000 pairs carved from train, test: the matched dev set",
 ))
 register_task(Task(
     "xsum", "seq2seq", ("EdinburghNLP/xsum", None), {"train": "train", "validation": "validation", "test": "test"},
