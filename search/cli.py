@@ -147,7 +147,10 @@ def run(
     model: Annotated[str | None, typer.Option(help="Base model: 'minilm' (shipped) or a transformers name/path")] = None,
     trials: Annotated[int | None, typer.Option(help="Designs to train (designs over the budget cap do not count)")] = None,
     concurrency: Annotated[int | None, typer.Option(help="Trials at once")] = None,
-    sampler: Annotated[str | None, typer.Option(help="Optuna sampler: tpe, nsga2, random, gp")] = None,
+    sampler: Annotated[str | None, typer.Option(help="Optuna sampler: tpe, nsga2, random, gp, or grid (every "
+                                                "design of a menu space, `seeds` times)")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Early stopping: asha (one metric), pareto_asha (metric and "
+                                                  "budget), none")] = None,
     budget_cap: Annotated[str | None, typer.Option(help="Largest budget to train, e.g. '1%'")] = None,
     confirm_seeds: Annotated[int | None, typer.Option(help="Re-train the front's designs with K more seeds; "
                                                       "report the median")] = None,
@@ -155,8 +158,9 @@ def run(
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL (sqlite:///..., postgresql://...)")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (sqlite:///..., http://host:5000)")] = None,
     root: Annotated[str | None, typer.Option(help="Folder for Ray's experiment state and the saved spec")] = None,
-    trainer: Annotated[str | None, typer.Option(help="train, or synthetic (a closed-form learning curve: a dry "
-                                                "run of the whole stack in seconds)")] = None,
+    trainer: Annotated[str | None, typer.Option(help="train; synthetic (a closed-form learning curve: a dry "
+                                                "run of the whole stack in seconds); or tabular (replays the "
+                                                "tabular benchmark named by --set table=PATH)")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Any other spec field, dotted for nested ones: "
                                             "asha.max_steps=60, train.lr=3e-4, values.form=[linear,relu]; repeatable")] = [],
     smoke: Annotated[bool, typer.Option(help="A tiny profile of the same path (4 trials of a few steps): checks "
@@ -171,7 +175,7 @@ def run(
 
     data = _spec_data(spec_file)
     flags = {"name": name, "task": task, "model": model, "trials": trials, "concurrency": concurrency,
-             "sampler": sampler, "budget_cap": budget_cap, "confirm_seeds": confirm_seeds, "seed": seed,
+             "sampler": sampler, "scheduler": scheduler, "budget_cap": budget_cap, "confirm_seeds": confirm_seeds, "seed": seed,
              "storage": storage, "tracking_uri": tracking_uri, "root": root, "trainer": trainer, "ray_address": address}
     data |= {k: v for k, v in flags.items() if v is not None}
     for key, value in key_values(set_, "asha.max_steps=60 or train.lr=3e-4").items():

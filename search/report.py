@@ -28,6 +28,10 @@ class Row:
     status: str = "complete"  # or "stopped"
     step: int = 0  # optimiser steps reached
     ray_trial_id: str = ""
+    metric_se: float | None = None  # standard error of ``metric`` over the validation examples
+    test: float | None = None  # the metric on the test split (reported, never selected on)
+    test_se: float | None = None
+    within_noise_of: int | None = None  # a front trial this dominated row cannot be told apart from
 
 
 @dataclass
@@ -50,12 +54,17 @@ class Summary:
         return json.dumps(asdict(self), indent=2)
 
 
-def summarise(study: optuna.Study, metric: str, higher_is_better: bool, reference: tuple[float, float]) -> Summary:
+def summarise(study: optuna.Study, metric: str, higher_is_better: bool, reference: tuple[float, float],
+              confirmed: dict[int, float] | None = None) -> Summary:
+    """The study's front and hypervolume; ``confirmed`` (trial number -> median over its seeds) replaces a
+    trial's single-seed metric before the front and the hypervolume are computed."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     sign = 1.0 if higher_is_better else -1.0
-    points = [(sign * t.values[0], t.values[1]) for t in complete]
+    metrics = [(confirmed or {}).get(t.number, t.values[0]) for t in complete]
+    points = [(sign * m, t.values[1]) for m, t in zip(metrics, complete)]
     on_front = set(front(points))
-    rows = [_row(t, t.values[0], i in on_front, "complete") for i, t in enumerate(complete)]
+    rows = [_row(t, m, i in on_front, "complete") for i, (m, t) in enumerate(zip(metrics, complete))]
+    _mark_noise(rows, sign)
     rows.sort(key=lambda r: (not r.on_front, r.budget, -sign * r.metric))
     stopped = [_row(t, t.user_attrs["last_metric"], False, "stopped")
                for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if "last_metric" in t.user_attrs]
@@ -64,10 +73,33 @@ def summarise(study: optuna.Study, metric: str, higher_is_better: bool, referenc
                    importance(study, complete), _mam(rows, points, sign))
 
 
+NOISE = 2.0  # differences within this many standard errors (of the difference) are read as noise
+
+
+def _mark_noise(rows: list[Row], sign: float) -> None:
+    """Off-front rows whose metric is within noise of a front row that dominates them are marked with that row's
+    trial: the data cannot tell them apart, so they are not silently ranked below it."""
+    for row in rows:
+        if row.on_front or row.metric_se is None:
+            continue
+        for best in (r for r in rows if r.on_front and r.budget <= row.budget and r.metric_se is not None):
+            gap = sign * (best.metric - row.metric)
+            if gap <= NOISE * (best.metric_se**2 + row.metric_se**2) ** 0.5:
+                row.within_noise_of = best.trial
+                break
+
+
 def _row(t: FrozenTrial, metric: float, on_front: bool, status: str) -> Row:
     attrs = t.user_attrs
     return Row(t.number, attrs.get("preset") or attrs.get("design_id", ""), attrs["budget"], metric, on_front,
-               attrs.get("design", ""), status, attrs.get("step", 0), attrs.get("ray_trial_id", ""))
+               attrs.get("design", ""), status, attrs.get("step", 0), attrs.get("ray_trial_id", ""),
+               attrs.get("metric_se"), attrs.get("test"), attrs.get("test_se"))
+
+
+def _with_se(value: float | None, se: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.4f}" + (f" ± {se:.4f}" if se is not None else "")
 
 
 def _counts(trials: list[FrozenTrial]) -> dict[str, int]:
@@ -130,11 +162,22 @@ def render(summary: Summary, title: str) -> Any:
     from rich.console import Group
     from rich.table import Table
 
-    table = Table(title=f"{title}: Pareto front ({summary.metric} {'↑' if summary.higher_is_better else '↓'}, budget ↓)")
-    for column in ("trial", "design", "budget %", summary.metric, "dimensions"):
-        table.add_column(column, justify="right" if column in ("trial", "budget %", summary.metric) else "left")
+    table = Table(title=f"{title}: Pareto front ({summary.metric} {'↑' if summary.higher_is_better else '↓'}, budget ↓)",
+                  caption="± one standard error over the evaluation examples; the front is chosen on validation, "
+                          "test is reported only")
+    numbers = ("trial", "budget %", f"validation {summary.metric}", f"test {summary.metric}")
+    for column in ("trial", "design", "budget %", f"validation {summary.metric}", f"test {summary.metric}", "dimensions"):
+        table.add_column(column, justify="right" if column in numbers else "left")
     for row in summary.front:
-        table.add_row(str(row.trial), row.design, f"{row.budget:.4f}", f"{row.metric:.4f}", describe(row.design_json))
+        table.add_row(str(row.trial), row.design, f"{row.budget:.4f}", _with_se(row.metric, row.metric_se),
+                      _with_se(row.test, row.test_se), describe(row.design_json))
+    tied = [r for r in summary.rows if r.within_noise_of is not None]
+    if tied:
+        table.add_section()
+        for row in tied:
+            table.add_row(str(row.trial), f"{row.design} (≈ trial {row.within_noise_of}: within noise)",
+                          f"{row.budget:.4f}", _with_se(row.metric, row.metric_se), _with_se(row.test, row.test_se),
+                          describe(row.design_json))
     counts = ", ".join(f"{v} {k}" for k, v in summary.counts.items() if v)
     ref_metric, ref_budget = summary.reference
     lines = [f"trials: {counts}",

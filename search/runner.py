@@ -67,8 +67,8 @@ def run(spec: Spec, *, resume: bool = False, verbose: int = 1) -> Any:
                            run_config=_run_config(spec, verbose))
     tuner.fit()
     summary = summarise(spec)
-    if spec.confirm_seeds:
-        confirm(spec, summary, verbose)
+    if spec.confirm_seeds:  # the front and its hypervolume again, from the medians over seeds
+        summary = summarise(spec, confirm(spec, summary, verbose))
     try:
         record_summary(spec, summary)
     except Exception as err:  # the tracking store is away: trials are kept (spool); the front is still printed
@@ -259,15 +259,15 @@ def reference(spec: Spec) -> tuple[float, float]:
     return floor, spec.budget_cap
 
 
-def summarise(spec: Spec) -> Any:
+def summarise(spec: Spec, confirmed: dict[int, float] | None = None) -> Any:
     from search.report import summarise as from_study
 
     task = spec.task_def
-    return from_study(study(spec), task.validation_metric, task.higher_is_better, reference(spec))
+    return from_study(study(spec), task.validation_metric, task.higher_is_better, reference(spec), confirmed)
 
 
-def confirm(spec: Spec, summary: Any, verbose: int) -> None:
-    """Re-train every front design with ``confirm_seeds`` more seeds; the front's metric becomes the median."""
+def confirm(spec: Spec, summary: Any, verbose: int) -> dict[int, float]:
+    """Re-train every front design with ``confirm_seeds`` more seeds: each one's median metric over its seeds."""
     task = spec.task_def
     front = summary.front
     configs = [{"design": _design_dict(row), "budget": row.budget, "optuna_trial": row.trial, "seed": spec.seed + k,
@@ -278,8 +278,7 @@ def confirm(spec: Spec, summary: Any, verbose: int) -> None:
     for result in results:
         if result.metrics and result.metrics.get("status") == "completed":
             by_trial.setdefault(result.config["case"]["optuna_trial"], []).append(result.metrics[task.validation_metric])
-    for row in front:
-        row.metric = statistics.median([row.metric, *by_trial.get(row.trial, [])])
+    return {row.trial: statistics.median([row.metric, *by_trial.get(row.trial, [])]) for row in front}
 
 
 def run_cases(spec: Spec, name: str, cases: list[dict[str, Any]], verbose: int = 1) -> Any:

@@ -30,6 +30,7 @@ from ray.tune.search import Searcher
 
 from peft_space import Design, DesignError
 from search.space import Space, params_of, suggest
+from trainers.metrics import SE
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class DesignSearcher(Searcher):
     """Asks Optuna for designs of ``space`` and tells it (metric, budget) for each finished trial."""
 
     def __init__(self, space: Space, *, metric: str, mode: str, budget_of: Callable[[Design], float],
-                 cap: float, study_name: str, storage: str, sampler: Callable[[int], optuna.samplers.BaseSampler],
+                 cap: float, study_name: str, storage: str | optuna.storages.BaseStorage, sampler: Callable[[int], optuna.samplers.BaseSampler],
                  seed: int = 0, points: Mapping[str, Design] | None = None,
                  cases: Sequence[tuple[Design, int]] = ()) -> None:
         super().__init__(metric=metric, mode=mode)
@@ -160,10 +161,13 @@ def open_study(name: str, storage: str, mode: str, sampler: optuna.samplers.Base
                                load_if_exists=True)
 
 
-def open_storage(url: str) -> str | optuna.storages.BaseStorage:
+def open_storage(url: str | optuna.storages.BaseStorage) -> str | optuna.storages.BaseStorage:
     """An Optuna storage from a URL: SQLAlchemy URLs (``sqlite:///``, ``postgresql://``) as they are, and
     ``journal:///path.log`` as Optuna's journal file storage (append-only, file-locked: several drivers may
-    share it, and it is cheaper per trial than SQLite)."""
+    share it, and it is cheaper per trial than SQLite). A storage object (an in-memory one for replays that need
+    no resume) is used as it is."""
+    if isinstance(url, optuna.storages.BaseStorage):
+        return url
     if url.startswith(JOURNAL):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
@@ -180,6 +184,9 @@ def outcome(result: dict[str, Any] | None, error: bool, metric: str) -> tuple[Tr
         return TrialState.FAIL, None, {"error": (result or {}).get("error") or "the trial raised (see Ray's log)"}
     step, total = int(result.get("step", 0)), int(result.get("total_steps", 0))
     attrs = {"step": step, "last_metric": float(result[metric])}
+    for key, attr in ((metric + SE, "metric_se"), (f"test_{metric}", "test"), (f"test_{metric}{SE}", "test_se")):
+        if key in result:  # standard errors, and the test split's metric (reported, never selected on)
+            attrs[attr] = float(result[key])
     if step < total:
         return TrialState.PRUNED, None, {**attrs, "stopped": f"stopped by ASHA at step {step} of {total}"}
     return TrialState.COMPLETE, [float(result[metric]), float(result[BUDGET])], attrs

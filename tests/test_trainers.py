@@ -39,7 +39,8 @@ def test_result_records_the_resolved_configuration_and_budget():
     assert config["task"] == "sst2" and config["design_id"] == lora().id and config["seed"] == 0
     assert config["lr"] == 1e-4 and config["warmup_ratio"] == 0.06 and config["weight_decay"] == 0.1  # Table 8
     assert config["threads"] == torch.get_num_threads() and config["version.torch"] == torch.__version__
-    assert config["data"].endswith("shared/data") and config["test_split"] == "validation"
+    assert config["data"].endswith("shared/data") and config["split.test"].startswith("the public dev set")
+    assert config["split.validation"] == "2000 examples carved from train (seed 0)"
     assert peft_space.Design.from_dict(config["design"]) == lora()
     assert result.budget["analytic"] == result.budget["actual"] == 4 * 4 * 384 * 6  # LoRA q, v: 4rd per layer
     assert result.budget["head"] > 0 and 0 < result.budget["pct_actual"] < 1

@@ -274,7 +274,7 @@ class Run:
                 module.p = c.dropout
         train_set = self.encode(splits["train"], c.train_examples)
         valid_set = self.encode_for_eval(splits["validation"], c.eval_examples)
-        test_set = self.encode_for_eval(splits["test"], c.eval_examples)
+        test_set = self.encode_for_eval(splits["test"], c.eval_examples if c.test_examples < 0 else c.test_examples)
         per_step = c.batch_size if not c.batch_tokens else max(1, c.batch_tokens // 64)
         total = c.steps or max(1, math.ceil(c.epochs * len(train_set) / per_step))
         config |= {"total_steps": total, "train_size": len(train_set), "validation_size": len(valid_set),

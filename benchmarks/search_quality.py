@@ -1,0 +1,246 @@
+"""Search quality on the tabular benchmark: how much of the true front each searcher × scheduler finds, per step.
+
+    python benchmarks/search_quality.py                  # every method, 20 repetitions (≈ minutes on 2 cores)
+    python benchmarks/search_quality.py --reps 5 --methods tpe/pareto_asha:loss,random/none
+
+Each repetition replays one search against `benchmarks/tabular/sst2_minilm.csv` (its space = the table's grid):
+the project's own `DesignSearcher` (Optuna sampler, budget known before training) proposes designs and the real
+scheduler objects (Ray's `ASHAScheduler`, `search.pareto_asha.ParetoASHAScheduler`, or none) decide at every
+recorded evaluation, as Ray Tune would call them. Trials run `--concurrency` at a time on simulated workers whose
+clock is the table's recorded `seconds` (Syne Tune's simulator backend does the same): results arrive in the
+order a real cluster would see them, and the steps spent are counted exactly. The search runs until it has spent
+`--budget` full-training equivalents (FTE: one design trained to the last step).
+
+What a search **returns** at any moment is the Pareto front of its completed trials by the validation metric it
+saw (one table seed, noisy). It is scored with the table's seed-mean **test** metric: the hypervolume of those
+designs as a fraction of the true front's (`search.tabular.true_front`). Repetitions differ in the search seed
+and the table seed. Output: a markdown table (median and inter-quartile range of the fraction at several
+budgets, FTE to reach 90/95/99%, how often each true-front design is returned) and a PNG of HV against steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import logging
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+
+HERE = Path(__file__).parent
+TABLE = HERE / "tabular" / "sst2_minilm.csv"
+SPEC = HERE / "tabular" / "sst2_minilm.yaml"
+METRIC = "accuracy"  # the table's task metric (SST-2)
+SAMPLERS = ("random", "tpe", "nsga2", "gp")
+SCHEDULERS = ("none", "asha:accuracy", "asha:loss", "pareto_asha:accuracy", "pareto_asha:loss")
+
+
+@dataclass
+class Trial:  # what Ray's schedulers read of a trial
+    trial_id: str
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Replay:
+    """One search's history: after each completion, the steps spent so far and the designs it would return."""
+
+    spent: list[int] = field(default_factory=list)
+    returned: list[list[str]] = field(default_factory=list)
+    trials: int = 0
+
+
+def make_scheduler(kind: str, grace: int, reduction: int, max_t: int) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from search.pareto_asha import ParetoASHAScheduler
+
+    if kind == "none":
+        return FIFOScheduler()
+    name, metric = kind.split(":")
+    mode = "max" if metric == "accuracy" else "min"
+    cls = ASHAScheduler if name == "asha" else ParetoASHAScheduler
+    return cls(time_attr="step", metric=metric, mode=mode, max_t=max_t, grace_period=grace, reduction_factor=reduction)
+
+
+def replay(table: Any, spec: Any, sampler: str, scheduler_kind: str, seed: int, budget_steps: int,
+           concurrency: int) -> Replay:
+    """Run one search against the table until ``budget_steps`` optimiser steps are spent."""
+    from ray.tune.schedulers import TrialScheduler
+    from ray.tune.search import Searcher
+
+    from peft_space import Design
+    from search import tabular
+    from search.pareto import front
+    from search.runner import make_sampler
+    from search.searcher import DesignSearcher
+
+    max_t = int(table["step"].max())
+    budgets = table.groupby("design_id")["budget_pct"].first().to_dict()
+    searcher = DesignSearcher(spec.space(), metric=METRIC, mode="max", budget_of=lambda d: budgets[d.id],
+                              cap=100.0, study_name="replay", storage=optuna.storages.InMemoryStorage(),
+                              sampler=lambda s: make_sampler(sampler, concurrency, s), seed=seed)
+    scheduler = make_scheduler(scheduler_kind, spec.asha["grace_period"], spec.asha["reduction_factor"], max_t)
+    scheduler.set_search_properties(None, None)
+    clock, events, order, spent = 0.0, [], 0, 0
+    curves: dict[str, Any] = {}
+    reached: dict[str, int] = {}
+    done: list[tuple[float, float, str]] = []  # (validation metric, budget, design id) of completed trials
+    history = Replay()
+    running = 0
+    while spent < budget_steps:
+        while running < concurrency:
+            tid = f"t{order}"
+            config = searcher.suggest(tid)
+            if config in (None, Searcher.FINISHED):
+                break
+            design = Design.from_dict(config["design"]).id
+            curves[tid] = tabular.curve(table, design, seed).to_dict("records")
+            trial = Trial(tid, {"design": design, "budget": config["budget"]})
+            scheduler.on_trial_add(None, trial)
+            heapq.heappush(events, (clock + curves[tid][0]["seconds"], order, trial, 0))
+            reached[tid], order, running = 0, order + 1, running + 1
+        if not events:
+            break
+        clock, _, trial, k = heapq.heappop(events)
+        row = curves[trial.trial_id][k]
+        spent += int(row["step"]) - reached[trial.trial_id]
+        reached[trial.trial_id] = int(row["step"])
+        result = {METRIC: row["valid_metric"], "loss": row["valid_loss"], "budget": trial.config["budget"],
+                  "step": int(row["step"]), "total_steps": max_t, "status": "running"}
+        last = k == len(curves[trial.trial_id]) - 1
+        decision = TrialScheduler.CONTINUE if last else scheduler.on_trial_result(None, trial, result)
+        if last or decision == TrialScheduler.STOP:
+            result["status"] = "completed" if last else "stopped"
+            scheduler.on_trial_complete(None, trial, result)
+            searcher.on_trial_complete(trial.trial_id, result)
+            running -= 1
+            if last:
+                done.append((row["valid_metric"], trial.config["budget"], trial.config["design"]))
+                keep = front([(m, b) for m, b, _ in done])
+                history.spent.append(spent)
+                history.returned.append(sorted({done[i][2] for i in keep}))
+        else:
+            heapq.heappush(events, (clock + curves[trial.trial_id][k + 1]["seconds"] - row["seconds"], order,
+                                    trial, k + 1))
+            order += 1
+    history.trials = len(curves)
+    return history
+
+
+def fraction_at(history: Replay, steps: int, table: Any, reference: tuple[float, float], true_hv: float) -> float:
+    from search import tabular
+
+    returned = [r for s, r in zip(history.spent, history.returned) if s <= steps]
+    return tabular.scored_hypervolume(table, returned[-1], reference) / true_hv if returned else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", default=str(TABLE))
+    parser.add_argument("--spec", default=str(SPEC))
+    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--budget", type=float, default=30.0, help="full-training equivalents per search")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--methods", default="", help="SAMPLER/SCHEDULER,... (default: every combination)")
+    parser.add_argument("--out", default=str(HERE / "results" / "search_quality"))
+    args = parser.parse_args()
+    logging.getLogger("optuna").setLevel(logging.ERROR)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+    from search import tabular
+    from search.spec import load
+
+    table = tabular.load(args.table)
+    table = table[~table["reference"].astype(bool)]
+    spec = load(args.spec)
+    max_t = int(table["step"].max())
+    reference = (0.5, float(table["budget_pct"].max()) * 1.1)
+    truth = tabular.true_front(table)
+    true_hv = tabular.scored_hypervolume(table, list(truth["design_id"]), reference)
+    methods = [m.split("/") for m in args.methods.split(",")] if args.methods else [
+        (s, k) for s in SAMPLERS for k in SCHEDULERS]
+    grid = np.linspace(1, args.budget, int(args.budget))  # FTE at which the curve is read
+    results: dict[str, Any] = {}
+    for sampler, kind in methods:
+        start, curves, found, trials = time.perf_counter(), [], [], []
+        for rep in range(args.reps):
+            history = replay(table, spec, sampler, kind, rep, int(args.budget * max_t), args.concurrency)
+            curves.append([fraction_at(history, int(f * max_t), table, reference, true_hv) for f in grid])
+            found.append(set(history.returned[-1]) if history.returned else set())
+            trials.append(history.trials)
+        name = f"{sampler}/{kind}"
+        results[name] = {"curves": curves, "trials": trials,
+                         "found": {d: sum(d in f for f in found) / args.reps for d in truth["design_id"]}}
+        print(f"{name:28s} final {statistics.median(c[-1] for c in curves):.3f} "
+              f"@10 FTE {statistics.median(at(c, 10) for c in curves):.3f} ({time.perf_counter() - start:.0f} s)",
+              flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{out}.json").write_text(json.dumps({"grid": list(grid), "true_hv": true_hv, "reference": reference,
+                                                "true_front": truth.to_dict("records"), "results": results}, default=float))
+    Path(f"{out}.md").write_text(report(results, grid, truth))
+    plot(results, grid, Path(f"{out}.png"))
+    print(Path(f"{out}.md").read_text())
+
+
+def at(curve: list[float], fte: int) -> float:
+    """The curve's value after ``fte`` full-training equivalents (the last one if the search spent fewer)."""
+    return curve[min(fte, len(curve)) - 1]
+
+
+def reach(curve: list[float], grid: np.ndarray, level: float) -> str:
+    hit = next((f for f, v in zip(grid, curve) if v >= level), None)
+    return f"{hit:.0f}" if hit is not None else "–"
+
+
+def report(results: dict[str, Any], grid: np.ndarray, truth: Any) -> str:
+    marks = sorted({m for m in (5, 10, 20) if m < grid[-1]} | {int(grid[-1])})
+    head = ("| method | " + " | ".join(f"HV @{m} FTE" for m in marks) + " | FTE to 90% / 95% / 99% (median curve) "
+            "| trials | true-front designs returned |")
+    lines = [head, "|" + "---|" * (len(marks) + 4)]
+    for name, r in sorted(results.items(), key=lambda kv: -statistics.median(at(c, 10) for c in kv[1]["curves"])):
+        curves = np.array(r["curves"])
+        cells = []
+        for m in marks:
+            q1, med, q3 = np.percentile([at(c, m) for c in curves], [25, 50, 75])
+            cells.append(f"{med:.3f} ({q1:.3f}–{q3:.3f})")
+        median_curve = list(np.median(curves, axis=0))
+        reaches = " / ".join(reach(median_curve, grid, level) for level in (0.90, 0.95, 0.99))
+        found = statistics.mean(r["found"].values())
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {reaches} | {statistics.median(r['trials']):.0f} "
+                     f"| {found:.0%} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, Any], grid: np.ndarray, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    best = sorted(results, key=lambda n: -statistics.median(at(c, 10) for c in results[n]["curves"]))
+    for name in best[:6] + [n for n in results if n.endswith("/none") and n not in best[:6]][:1]:
+        curves = np.array(results[name]["curves"])
+        q1, med, q3 = np.percentile(curves, [25, 50, 75], axis=0)
+        (line,) = ax.plot(grid, med, label=name)
+        ax.fill_between(grid, q1, q3, alpha=0.15, color=line.get_color())
+    ax.axhline(0.99, color="grey", lw=0.5, ls="--")
+    ax.axhline(0.95, color="grey", lw=0.5, ls=":")
+    ax.set_xlabel("optimiser steps spent (full-training equivalents)")
+    ax.set_ylabel("hypervolume of the returned front / true front's\n(scored with the table's seed-mean test accuracy)")
+    ax.set_title("Search quality on the tabular benchmark (median and inter-quartile band)")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""The tabular benchmark: honest splits, the table's true front, the evaluation ladder, and replaying a table
+through the real search (``peft-search run`` with the tabular trainer on the two-node Ray cluster)."""
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+import trainers
+from search import tabular
+from search.space import Space, grid, menu_label, params_of, suggest
+from search.spec import SpecError, parse
+from trainers.data import load_splits
+from trainers.loop import eval_steps
+from trainers.metrics import accuracy, bleu
+
+CLI = [str(Path(sys.executable).parent / "peft-search")]
+MENUS = {"attn": {"lora_attn": {"bottleneck": [2, 4, 8]}, "prefix": {"bottleneck": [2, 4]}},
+         "ffn": {"pa_ffn": {"bottleneck": [4, 8, 16, 32]}}}
+
+
+@pytest.mark.parametrize("name", ["sst2", "mnli"])
+def test_selection_and_reporting_never_share_data(name):
+    task = trainers.TASKS[name]
+    splits = load_splits(task)
+    text = lambda split: {tuple(row[f] for f in task.inputs) for row in splits.data[split]}  # noqa: E731
+    validation, test = text("validation"), text("test")
+    assert len(splits.data["validation"]) == task.carved_validation
+    assert not validation & test  # the search selects on validation and reports on test
+    assert len(splits.data["test"]) == {"sst2": 872, "mnli": 1000}[name]  # the public dev set
+    assert len(splits.data["train"]) + task.carved_validation == {"sst2": 67349, "mnli": 8999}[name]
+    assert "carved from train" in splits.described["validation"] and "dev set" in splits.described["test"]
+    assert load_splits(task).data["validation"]["idx" if name == "mnli" else "sentence"] == \
+        splits.data["validation"]["idx" if name == "mnli" else "sentence"]  # a fixed slice
+
+
+def test_metrics_carry_their_standard_error():
+    hits = accuracy([1, 1, 0, 1], [1, 0, 0, 1])
+    assert hits["accuracy"] == 0.75 and hits["accuracy_se"] == pytest.approx(0.5 / math.sqrt(4))  # sd / √n
+    scores = bleu(["the cat sat on the mat", "a dog", "hello there world"], ["the cat sat on a mat", "a dog", "hi there"])
+    assert scores["bleu_se"] > 0
+
+
+def test_evaluation_ladder():
+    assert eval_steps(135, 15, 3) == {15, 45, 135}
+    assert eval_steps(10, 4) == {4, 8, 10}
+
+
+def hand_made():
+    """Five designs, two seeds: a (0.1%, 0.80), b (0.5%, 0.85), c (1%, 0.84: dominated by b), d (2%, 0.90),
+    e (3%, 0.89: dominated by d), and full fine-tuning (100%, 0.95) as a reference row."""
+    rows = []
+    for design, budget, test in (("a", 0.1, 0.80), ("b", 0.5, 0.85), ("c", 1.0, 0.84), ("d", 2.0, 0.90),
+                                 ("e", 3.0, 0.89), ("full", 100.0, 0.95)):
+        for seed, noise in ((0, -0.01), (1, 0.01)):
+            for step in (15, 45):
+                last = step == 45
+                rows.append({"design_id": design, "name": design, "seed": seed, "step": step, "budget_pct": budget,
+                             "valid_metric": test + noise, "valid_metric_se": 0.01, "valid_loss": 1 - test,
+                             "test_metric": test + noise if last else None, "test_metric_se": 0.01 if last else None,
+                             "seconds": step, "reference": design == "full"})
+    return pd.DataFrame(rows)
+
+
+def test_true_front_of_a_hand_made_table():
+    table = hand_made()
+    front = tabular.true_front(table)
+    assert list(front["design_id"]) == ["a", "b", "d"]  # c and e dominated, full fine-tuning is a reference
+    assert list(front["test_metric"]) == pytest.approx([0.80, 0.85, 0.90])  # seed means at the last step
+    # strips from each front budget to the next, above 0.5 accuracy, up to a 4% reference budget
+    expected = (0.5 - 0.1) * 0.30 + (2.0 - 0.5) * 0.35 + (4.0 - 2.0) * 0.40
+    assert tabular.scored_hypervolume(table, ["a", "b", "c", "d", "e"], (0.5, 4.0)) == pytest.approx(expected)
+    assert tabular.scored_hypervolume(table, ["c", "e"], (0.5, 4.0)) < expected
+    assert tabular.curve(table, "b", 3)["seed"].unique().tolist() == [1]  # replay seeds cycle over the table's
+
+
+def test_menus_make_a_finite_space_every_design_reachable():
+    space = Space(("attn", "ffn"), menus=MENUS)
+    designs = grid(space)
+    assert len(designs) == 6 * 5 and len({d.id for d in designs}) == 30
+    from optuna.trial import FixedTrial
+
+    assert all(suggest(FixedTrial(params_of(d, space)), space) == d for d in designs)
+    assert {menu_label(d, space) for d in designs} >= {"head only", "lora_attn:8 + pa_ffn:32", "prefix:2"}
+
+
+def test_grid_and_scheduler_choices_are_validated():
+    with pytest.raises(SpecError) as err:
+        parse({"sampler": "grid", "scheduler": "hyperband", "menus": {"attn": {"pa_ffn": {}}}, "trainer": "tabular"})
+    lines = str(err.value).splitlines()
+    assert any(line.startswith("scheduler: 'hyperband'") and "asha, pareto_asha, none" in line for line in lines)
+    assert any(line.startswith("menus.attn: 'pa_ffn'") and "lora_attn" in line for line in lines)
+    assert any(line.startswith("sampler: 'grid'") and "none for ffn" in line for line in lines)
+    assert any(line.startswith("table: None") for line in lines)
+
+
+@pytest.fixture
+def small_table(tmp_path):
+    """A table for the 30 designs of ``MENUS``: budgets as the searcher computes them, made-up curves."""
+    space = Space(("attn", "ffn"), menus=MENUS)
+    rows = []
+    for i, design in enumerate(grid(space)):
+        budget = trainers.budget_pct("minilm", "classification", 2, design)
+        for seed in (0, 1):
+            for step in (2, 4, 8):
+                metric = 0.5 + 0.04 * math.log1p(budget * 10) + 0.01 * seed + 0.001 * i + step / 400
+                rows.append({"design_id": design.id, "name": menu_label(design, space), "seed": seed, "step": step,
+                             "budget_pct": budget, "valid_metric": metric, "valid_metric_se": 0.01,
+                             "valid_loss": 1 - metric, "test_metric": metric - 0.01 if step == 8 else None,
+                             "test_metric_se": 0.01 if step == 8 else None, "seconds": step * 0.1, "reference": False})
+    path = tmp_path / "table.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_replay_through_the_cli_records_the_tables_numbers(tmp_path, small_table, ray_cluster):
+    spec = {"name": "replay", "trainer": "tabular", "table": str(small_table), "sites": ["attn", "ffn"],
+            "menus": MENUS, "sampler": "tpe", "scheduler": "none", "trials": 30, "concurrency": 2, "seed": 3,
+            "asha": {"grace_period": 2, "reduction_factor": 2, "max_steps": 8}, "root": str(tmp_path),
+            "storage": f"sqlite:///{tmp_path}/optuna.db", "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    done = subprocess.run([*CLI, "run", str(tmp_path / "spec.yaml"), "--address", ray_cluster, "--verbose", "0"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    table = tabular.load(small_table)
+    client = MlflowClient(spec["tracking_uri"])
+    experiment = client.get_experiment_by_name("replay").experiment_id
+    runs = client.search_runs([experiment], filter_string="tags.ray_trial_id != ''", max_results=100)
+    assert len(runs) == 30 and all(r.data.tags["status"] == "completed" for r in runs)
+    for run in runs:
+        curve = tabular.curve(table, run.data.tags["design_id"], int(run.data.params["seed"]))
+        history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "accuracy")}
+        assert history == dict(zip(curve["step"], curve["valid_metric"]))  # exactly the table's rows, seed 3 → 1
+        assert run.data.metrics["test_accuracy"] == pytest.approx(curve["test_metric"].iloc[-1])
+        assert float(run.data.params["budget"]) == pytest.approx(curve["budget_pct"].iloc[0])
+    assert "Pareto front" in done.stdout
