@@ -146,13 +146,14 @@ def params_of(design: Design, space: Space) -> dict[str, Any]:
 
 
 def menu_label(design: Design, space: Space) -> str:
-    """A design of a menu space in a few words: ``lora_attn:4 + pa_ffn:16`` (method and bottleneck per site)."""
+    """A design of a menu space in a few words: ``lora_attn:4 + pa_ffn:16``, ``bitfit(attn)`` (method, bottleneck)."""
     parts = []
     for site in space.sites:
         mod = design.sites.get(site)
         method = _menu_params(site, space.menus[site], mod)[f"{site}.method"]
-        if method != NONE:
-            parts.append(method + (f":{mod['bottleneck']}" if "bottleneck" in mod else ""))
+        if method != NONE:  # a preset of several sites (bitfit) names the site it is used at
+            where = f"({site})" if len(PRESETS[method].sites) > 1 else ""
+            parts.append(method + where + (f":{mod['bottleneck']}" if "bottleneck" in mod else ""))
     return " + ".join(parts) or "head only"
 
 

@@ -33,7 +33,7 @@ from ray.tune import Checkpoint
 
 import trainers
 from peft_space import Design
-from search import tabular as table
+from search import tabular
 from search.spec import import_plugins
 from trainers.loop import FULL
 from trainers.metrics import SE
@@ -94,13 +94,13 @@ def synthetic(config: dict[str, Any]) -> None:
                      "status": "completed" if step == total else "running"})
 
 
-def tabular(config: dict[str, Any]) -> None:
-    """The table's recorded curve for this design and seed (``table.replica``), reported evaluation by evaluation."""
+def replay_table(config: dict[str, Any]) -> None:
+    """The table's recorded curve for this design and seed (``tabular.replica``), reported evaluation by evaluation."""
     config, design = _start(config)
     task = trainers.TASKS[config["task"]]
     total = int(config["train"]["steps"])
     common = _common(config, design, total)
-    curve = table.curve(table.load(config["table"]), design_id(design), config["seed"])
+    curve = tabular.curve(tabular.load(config["table"]), design_id(design), config["seed"])
     if curve.empty or int(curve["step"].max()) != total:
         steps = sorted(set(curve["step"])) if not curve.empty else []
         tune.report({**common, "step": 0, "status": "failed",
@@ -138,4 +138,4 @@ def unfold(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, **config.get("case", {})}
 
 
-TRAINABLES = {"train": train_design, "synthetic": synthetic, "tabular": tabular}
+TRAINABLES = {"train": train_design, "synthetic": synthetic, "tabular": replay_table}
