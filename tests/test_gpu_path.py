@@ -131,3 +131,40 @@ def test_a_non_finite_loss_still_fails_the_step():
         run.model.classifier.weight.fill_(float("inf"))
     with pytest.raises(trainers.loop.Diverged, match="loss became nan"):
         step(run, [examples("bert", 4)])
+
+
+# -- 2. half-precision frozen weights ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", peft_space.presets())
+def test_every_preset_trains_on_bf16_frozen_weights(name):
+    base = Base(tiny("bert"), tokenizer(), "tiny", HEADS["bert"])  # shared by the trials, as the trainer's cache
+    pristine = {k: v.clone() for k, v in base.model.state_dict().items()}
+    data = examples("bert", 8)
+    reference = step(run_on(base, "bert", peft_space.preset(name)), [data])[0]
+    run = run_on(base, "bert", peft_space.preset(name), base_dtype="bf16")
+    params = {n: p for n, p in run.model.named_parameters()}
+    trainable = {n for n, p in params.items() if p.requires_grad}
+    assert trainable and all(params[n].dtype == torch.float32 for n in trainable)
+    frozen = {n: p.dtype for n, p in params.items() if not p.requires_grad}
+    assert {frozen[n] for n in frozen if params[n].dim() >= 2} == {torch.bfloat16}  # matrices and embeddings
+    assert {frozen[n] for n in frozen if params[n].dim() < 2} == {torch.float32}  # biases and layer norms
+    before = {n: params[n].detach().clone() for n in trainable}
+    optimiser = torch.optim.AdamW([params[n] for n in trainable], lr=1e-2)
+    losses = [run._step([data[:4], data[4:]], [params[n] for n in trainable], optimiser) for _ in range(2)]
+    assert all(map(torch.isfinite, torch.tensor(losses)))
+    assert losses[0] == pytest.approx(reference, rel=2e-2)  # bf16 weights, not another model
+    assert any(not torch.equal(before[n], params[n]) for n in trainable)
+    assert all(params[n].dtype == torch.float32 for n in trainable)
+    # the next trial, full fine-tuning, trains every weight in fp32: the frozen ones come back bit for bit
+    full = run_on(base, "bert", None, base_dtype="bf16")
+    state = full.model.state_dict()
+    assert all(p.dtype == torch.float32 and p.requires_grad for p in full.model.parameters())
+    assert all(torch.equal(state[k], v) for k, v in pristine.items() if not k.startswith("classifier"))
+
+
+def test_base_dtype_is_validated_like_precision():
+    task = trainers.TASKS["sst2"]
+    assert resolve(task, {"base_dtype": "bf16"}).base_dtype == "bf16"
+    with pytest.raises(peft_space.FieldError, match="base_dtype: 'int8' is not allowed; allowed: one of 'fp32', "):
+        resolve(task, {"base_dtype": "int8"})
+    with pytest.raises(peft_space.FieldError, match="precision: 'fp32' is not allowed; allowed: 'auto' or 'bf16'"):
+        resolve(task, {"base_dtype": "bf16", "precision": "fp32"})

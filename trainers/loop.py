@@ -26,7 +26,7 @@ from trainers.config import TrainConfig, resolve
 from trainers.data import field as get_field
 from trainers.data import load_splits
 from trainers.metrics import normalise
-from trainers.models import Base, load_base, prepare
+from trainers.models import DTYPES, Base, cast_frozen, load_base, prepare
 from trainers.tasks import TASKS, Task
 
 Report = Callable[[int, dict[str, float]], bool | None]
@@ -144,9 +144,21 @@ class Run:
     def __init__(self, task: Task, config: TrainConfig, base: Base, seed: int) -> None:
         self.task, self.config, self.base, self.seed = task, config, base, seed
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        precision = config.precision if config.precision != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
+        precision = config.precision
+        if precision == "auto":  # half-precision frozen weights compute in their own dtype
+            on_gpu = "bf16" if self.device.type == "cuda" else "fp32"
+            precision = config.base_dtype if config.base_dtype != "fp32" else on_gpu
         self.autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        self.model: nn.Module
+
+    @property
+    def model(self) -> nn.Module:
+        return self._model
+
+    @model.setter
+    def model(self, model: nn.Module) -> None:
+        """The prepared base model with its design, set up for this run's memory options."""
+        cast_frozen(model, DTYPES[self.config.base_dtype], self.base.fp32_weights)
+        self._model = model
 
     # -- data ------------------------------------------------------------------------------------------
     def encode(self, dataset: Any, limit: int) -> list[dict[str, Any]]:
