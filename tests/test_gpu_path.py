@@ -168,3 +168,48 @@ def test_base_dtype_is_validated_like_precision():
         resolve(task, {"base_dtype": "int8"})
     with pytest.raises(peft_space.FieldError, match="precision: 'fp32' is not allowed; allowed: 'auto' or 'bf16'"):
         resolve(task, {"base_dtype": "bf16", "precision": "fp32"})
+
+
+# -- 3. gradient checkpointing ----------------------------------------------------------------------------------------
+def test_gradient_checkpointing_is_a_boolean():
+    task = trainers.TASKS["sst2"]
+    with pytest.raises(peft_space.FieldError, match="gradient_checkpointing: 'yes' is not allowed; allowed: true or"):
+        resolve(task, {"gradient_checkpointing": "yes"})
+    assert resolve(task, {"gradient_checkpointing": "True"}).gradient_checkpointing is True  # as MLflow records it
+
+
+@pytest.mark.parametrize("design", [peft_space.preset(name, bottleneck=4) for name in ("lora_attn", "prefix")],
+                         ids=["lora", "prefix"])
+def test_checkpointing_gives_the_same_loss_and_gradients(design):
+    model, data = tiny("bert"), examples("bert", 8)
+    results = []
+    for checkpointing in (False, True):
+        run = run_on(model, "bert", design, gradient_checkpointing=checkpointing, dropout=0.0)
+        for module in run.model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        run.model.train()  # transformers checkpoints only while training
+        calls = []
+        hook = run.model.bert.encoder.layer[0].attention.self.register_forward_hook(lambda *_: calls.append(1))
+        results.append((*step(run, [data[:4], data[4:]]), len(calls)))
+        hook.remove()
+    (loss, grads, calls), (loss_ckpt, grads_ckpt, calls_ckpt) = results
+    assert calls_ckpt == 2 * calls  # recomputed in the backward pass: checkpointing is on
+    assert loss_ckpt == pytest.approx(loss, rel=1e-6)
+    assert sorted(grads_ckpt) == sorted(grads)
+    assert any("peft" in name and g.abs().sum() > 0 for name, g in grads_ckpt.items())  # Δh modules get gradients
+    for name in grads:
+        torch.testing.assert_close(grads_ckpt[name], grads[name], rtol=1e-5, atol=1e-7)
+
+
+def test_train_takes_the_memory_options_and_leaves_the_cached_base_model_as_loaded():
+    base = trainers.load_base("minilm", "classification", 2)
+    pretrained = {k: v.clone() for k, v in base.model.state_dict().items() if "classifier" not in k}
+    result = trainers.train("sst2", peft_space.preset("lora_attn", bottleneck=4), steps=2, seed=0, base_dtype="bf16",
+                            gradient_checkpointing=True, micro_batch=4, batch_size=8, train_examples=32,
+                            eval_examples=16, max_source_length=32, progress=False)
+    assert result.status == "completed" and result.validation["loss"] > 0
+    assert result.config["base_dtype"] == "bf16" and result.config["gradient_checkpointing"] is True
+    assert base.model.bert.embeddings.word_embeddings.weight.dtype == torch.bfloat16
+    prepare(base, None, 0)  # the next trial: full fine-tuning, on the weights as loaded
+    assert all(torch.equal(v, pretrained[k]) for k, v in base.model.state_dict().items() if k in pretrained)

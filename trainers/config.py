@@ -38,6 +38,7 @@ class TrainConfig:
     precision: str = "auto"  # "fp32", "bf16", "fp16"; auto: bf16 autocast on a GPU, fp32 on a CPU
     threads: int = 0  # torch CPU threads; 0: leave torch's choice
     base_dtype: str = "fp32"  # the frozen pretrained weights' dtype: "bf16", "fp16" halve them (what trains stays fp32)
+    gradient_checkpointing: bool = False  # recompute each layer's activations in the backward pass: less memory
 
     def __post_init__(self) -> None:
         if self.base_dtype != "fp32" and self.precision not in ("auto", self.base_dtype):
@@ -58,6 +59,11 @@ def _coerce(name: str, value: Any) -> Any:
         if value not in CHOICES[name]:
             raise FieldError(name, value, "one of " + ", ".join(map(repr, CHOICES[name])))
         return value
+    if kind is bool:  # YAML and Python give a bool; MLflow records it as "True" or "False"
+        flag = value if isinstance(value, bool) else {"true": True, "false": False}.get(str(value).lower())
+        if flag is None:
+            raise FieldError(name, value, "true or false")
+        return flag
     try:
         number = kind(value)
         if kind is int and isinstance(value, float) and not value.is_integer():

@@ -26,7 +26,7 @@ from trainers.config import TrainConfig, resolve
 from trainers.data import field as get_field
 from trainers.data import load_splits
 from trainers.metrics import normalise
-from trainers.models import DTYPES, Base, cast_frozen, load_base, prepare
+from trainers.models import DTYPES, Base, cast_frozen, load_base, prepare, set_checkpointing
 from trainers.tasks import TASKS, Task
 
 Report = Callable[[int, dict[str, float]], bool | None]
@@ -158,6 +158,7 @@ class Run:
     def model(self, model: nn.Module) -> None:
         """The prepared base model with its design, set up for this run's memory options."""
         cast_frozen(model, DTYPES[self.config.base_dtype], self.base.fp32_weights)
+        set_checkpointing(model, self.config.gradient_checkpointing)
         self._model = model
 
     # -- data ------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ design, re-initialised from the trial's seed, outside the tuned-parameter budget
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,3 +172,16 @@ def cast_frozen(model: nn.Module, dtype: torch.dtype, originals: dict[str, torch
             originals[name] = param.data.to("cpu")
         param.data = param.data.to(dtype)
 
+
+def set_checkpointing(model: nn.Module, on: bool) -> None:
+    """Activation (gradient) checkpointing of every transformer layer: its activations are recomputed in the
+    backward pass instead of kept. Non-reentrant, so that the Δh modules inside a layer get gradients although
+    the layer's input (from frozen embeddings) requires none; their hooks run again in the recomputation."""
+    with warnings.catch_warnings():  # transformers 5 renamed these activation_checkpointing_*; both work until v6
+        warnings.simplefilter("ignore", FutureWarning)
+        model.gradient_checkpointing_disable()
+        if on:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # enabling also hooks the input embeddings to make their output require grad (which only reentrant checkpointing
+    # needs): that would spend backward work on the embeddings' output gradient, and disabling leaves the hook behind
+    model.disable_input_require_grads()
