@@ -213,3 +213,31 @@ def test_train_takes_the_memory_options_and_leaves_the_cached_base_model_as_load
     assert base.model.bert.embeddings.word_embeddings.weight.dtype == torch.bfloat16
     prepare(base, None, 0)  # the next trial: full fine-tuning, on the weights as loaded
     assert all(torch.equal(v, pretrained[k]) for k, v in base.model.state_dict().items() if k in pretrained)
+
+
+# -- 4. steps of token-budgeted batches -------------------------------------------------------------------------------
+def test_token_budgeted_runs_count_their_steps_from_the_real_lengths():
+    # 100 examples of 10 source + 6 target tokens, 5 per micro-batch (80 tokens): 3 micro-batches reach 200 tokens,
+    # so a step holds 15 sentences and a pass over 100 makes 7 steps (the old guess, 200 // 64 = 3 per step: 34)
+    same = [{"input_ids": [5] * 10, "attention_mask": [1] * 10, "labels": [7] * 6} for _ in range(100)]
+    def run(**overrides) -> Run:  # XSum's recipe has 100k steps: epochs count only with steps=0
+        return run_on(tiny("bart"), "bart", None, **{"batch_tokens": 200, "micro_batch": 5, "steps": 0, **overrides})
+
+    assert run().steps_per_pass(same) == 7 and run().total_steps(same) == 7
+    assert run(epochs=2.0).total_steps(same) == 14 and run(steps=3).total_steps(same) == 3
+    # varied lengths: the count is what iterating the run's own batches for one pass gives
+    varied = examples("bart", 200, seed=1, length=(4, 40))
+    varied_run = run(batch_tokens=300, micro_batch=4)
+    sentences, counted = 0, 0
+    for group in varied_run.optimiser_batches(varied):
+        sentences, counted = sentences + sum(map(len, group)), counted + 1
+        if sentences >= len(varied):
+            break
+    tokens = sum(len(e["input_ids"]) + len(e["labels"]) for e in varied)
+    largest = 4 * max(len(e["input_ids"]) + len(e["labels"]) for e in varied)  # a step overshoots by < a micro-batch
+    assert varied_run.steps_per_pass(varied) == counted and tokens / (300 + largest) < counted <= tokens / 300 + 1
+
+
+def test_sentence_batches_keep_their_step_count():
+    run = run_on(tiny("bert"), "bert", None, batch_size=32, epochs=3.0)
+    assert run.total_steps(examples("bert", 100)) == 10  # ⌈3 × 100 / 32⌉

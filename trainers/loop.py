@@ -206,6 +206,23 @@ class Run:
                               for e in chunk)
             yield group
 
+    def steps_per_pass(self, examples: list[dict[str, Any]]) -> int:
+        """Optimiser steps that one pass over ``examples`` makes, with their real lengths and the run's first
+        shuffle (the last step may reach into the next pass); only lengths are read, no tensor is built."""
+        steps, seen, batches = 0, 0, self.optimiser_batches(examples)
+        while seen < len(examples):
+            steps, seen = steps + 1, seen + sum(map(len, next(batches)))
+        return steps
+
+    def total_steps(self, examples: list[dict[str, Any]]) -> int:
+        """``steps``, else ``epochs`` passes over the training ``examples``."""
+        c = self.config
+        if c.steps:
+            return c.steps
+        if not c.batch_tokens:
+            return max(1, math.ceil(c.epochs * len(examples) / c.batch_size))
+        return max(1, math.ceil(c.epochs * self.steps_per_pass(examples)))
+
     # -- loss and evaluation ---------------------------------------------------------------------------
     def loss(self, batch: dict[str, torch.Tensor], smoothing: float) -> tuple[torch.Tensor, int]:
         """Mean token (or sentence) cross-entropy and the number of items it averages."""
@@ -274,8 +291,7 @@ class Run:
         train_set = self.encode(splits["train"], c.train_examples)
         valid_set = self.encode(splits["validation"], c.eval_examples)
         test_set = self.encode(splits["test"], c.eval_examples) if "test" in splits else valid_set
-        per_step = c.batch_size if not c.batch_tokens else max(1, c.batch_tokens // 64)
-        total = c.steps or max(1, math.ceil(c.epochs * len(train_set) / per_step))
+        total = self.total_steps(train_set)
         config |= {"total_steps": total, "train_size": len(train_set), "validation_size": len(valid_set),
                    "test_split": "test" if "test" in splits else "validation"}
         every = c.eval_every or max(1, total // 5)
