@@ -16,6 +16,7 @@ import transformers as T
 import peft_space
 import trainers
 from models import VOCAB, tiny
+from search.spec import SpecError, parse
 from trainers.config import resolve
 from trainers.loop import Run
 from trainers.models import Base, prepare
@@ -241,3 +242,31 @@ def test_token_budgeted_runs_count_their_steps_from_the_real_lengths():
 def test_sentence_batches_keep_their_step_count():
     run = run_on(tiny("bert"), "bert", None, batch_size=32, epochs=3.0)
     assert run.total_steps(examples("bert", 100)) == 10  # ⌈3 × 100 / 32⌉
+
+
+# -- 5. packing trials onto GPUs --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("gpu", [0, 0.25, 1, 2])
+def test_a_gpu_share_is_a_fraction_of_one_gpu(gpu):
+    assert parse({"resources": {"cpu": 1, "gpu": gpu}}).resources["gpu"] == gpu
+
+
+@pytest.mark.parametrize("gpu", [1.5, -0.5, "half", True])
+def test_more_than_one_gpu_comes_whole(gpu):
+    with pytest.raises(SpecError, match=r"resources\.gpu: .* not allowed; allowed: a fraction of one GPU in \[0, 1\] "):
+        parse({"resources": {"cpu": 1, "gpu": gpu}})
+
+
+@pytest.mark.parametrize("cpu", [0, -1, "many"])
+def test_cpu_share_is_positive(cpu):
+    with pytest.raises(SpecError, match=r"resources\.cpu: .* is not allowed; allowed: a number of CPUs > 0"):
+        parse({"resources": {"cpu": cpu}})
+
+
+def test_a_trial_given_no_gpu_sees_none(monkeypatch):
+    from search import trainable
+
+    for assigned, visible in (([], ""), (["3"], "3")):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")  # as Ray leaves or sets it
+        monkeypatch.setattr(trainable.ray, "get_gpu_ids", lambda: assigned)
+        trainable.hide_unassigned_gpus()
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == visible

@@ -143,6 +143,8 @@ class Run:
 
     def __init__(self, task: Task, config: TrainConfig, base: Base, seed: int) -> None:
         self.task, self.config, self.base, self.seed = task, config, base, seed
+        # Under Ray, CUDA_VISIBLE_DEVICES names only the GPU assigned to the trial (shared when it asks for a
+        # fraction), so "cuda" is that GPU; search/trainable.py hides every GPU from a trial given none.
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         precision = config.precision
         if precision == "auto":  # half-precision frozen weights compute in their own dtype
