@@ -3,6 +3,7 @@ checkpointing, the step count of token-budgeted batches; packing trials onto GPU
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -270,3 +271,18 @@ def test_a_trial_given_no_gpu_sees_none(monkeypatch):
         monkeypatch.setattr(trainable.ray, "get_gpu_ids", lambda: assigned)
         trainable.hide_unassigned_gpus()
         assert os.environ["CUDA_VISIBLE_DEVICES"] == visible
+
+
+# -- 6. the GPU benchmark, tiny, on this machine ----------------------------------------------------------------------
+def test_the_gpu_benchmark_code_path_runs_tiny(monkeypatch):
+    """benchmarks/step_time.py --gpu --tiny, in this process: the code a GPU session runs, at tiny sizes."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import step_time
+
+    for model, design in (("bart-large", "mam"), ("bart-large", "full"), ("llama-1b", "lora_attn")):
+        result = step_time.gpu_worker(model, design, tiny=True, steps=1, warmup=1, checkpointing=False)
+        assert result["tokens_per_s"] > 0 and result["peak_mb"] > 0, result
+        assert (result["trainable_dtypes"], result["frozen_dtypes"]) == (
+            (["float32"], []) if design == "full" else (["float32"], ["bfloat16", "float32"])), result
+    kernels = step_time.sdpa_worker("prefix", tiny=True)
+    assert set(kernels) == {"default", "flash", "efficient", "math"} and json.dumps(kernels)
