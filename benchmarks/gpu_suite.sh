@@ -2,7 +2,7 @@
 # The GPU measurements in one command; every figure goes to one Markdown file.
 #
 #   bash benchmarks/gpu_suite.sh [OUT.md]          # a machine with an NVIDIA GPU (sized for one H200, ~6 min estimated)
-#   bash benchmarks/gpu_suite.sh --tiny [OUT.md]   # tiny models on any machine, the CPU too: does it all run?
+#   bash benchmarks/gpu_suite.sh --tiny [OUT.md]   # tiny models on any machine, CPU too (~3 min here): does it run?
 #
 # OUT.md: default benchmarks/results/gpu_suite.md (gpu_suite_tiny.md with --tiny); each part is appended as soon as it
 # is measured, so a run cut short keeps what it has. Environment: SECTIONS (default "bart llama sdpa": run them in
