@@ -157,6 +157,10 @@ def describe(design_json: str) -> str:
     return "; ".join(f"{site}: " + " ".join(v for v in values if v) for site, values in sites.items()) or "task head only"
 
 
+def _cells(row: Row, name: str) -> tuple[str, ...]:
+    return str(row.trial), name, f"{row.budget:.4f}", _with_se(row.metric, row.metric_se), _with_se(row.test, row.test_se)
+
+
 def render(summary: Summary, title: str) -> Any:
     """A rich renderable: the front table, then the counts, hypervolume, importance and MAM's rank."""
     from rich.console import Group
@@ -166,18 +170,16 @@ def render(summary: Summary, title: str) -> Any:
                   caption="± one standard error over the evaluation examples; the front is chosen on validation, "
                           "test is reported only")
     numbers = ("trial", "budget %", f"validation {summary.metric}", f"test {summary.metric}")
-    for column in ("trial", "design", "budget %", f"validation {summary.metric}", f"test {summary.metric}", "dimensions"):
-        table.add_column(column, justify="right" if column in numbers else "left")
-    for row in summary.front:
-        table.add_row(str(row.trial), row.design, f"{row.budget:.4f}", _with_se(row.metric, row.metric_se),
-                      _with_se(row.test, row.test_se), describe(row.design_json))
+    for column in ("trial", "design", *numbers[1:]):
+        table.add_column(column, justify="right" if column in numbers else "left", overflow="fold")
     tied = [r for r in summary.rows if r.within_noise_of is not None]
+    for row in summary.front:
+        table.add_row(*_cells(row, row.design))
     if tied:
         table.add_section()
-        for row in tied:
-            table.add_row(str(row.trial), f"{row.design} (≈ trial {row.within_noise_of}: within noise)",
-                          f"{row.budget:.4f}", _with_se(row.metric, row.metric_se), _with_se(row.test, row.test_se),
-                          describe(row.design_json))
+    for row in tied:
+        table.add_row(*_cells(row, f"{row.design} (≈ trial {row.within_noise_of}: within noise)"))
+    designs = [f"trial {row.trial}: {describe(row.design_json)}" for row in summary.front + tied]
     counts = ", ".join(f"{v} {k}" for k, v in summary.counts.items() if v)
     ref_metric, ref_budget = summary.reference
     lines = [f"trials: {counts}",
@@ -185,4 +187,4 @@ def render(summary: Summary, title: str) -> Any:
              summary.mam]
     if summary.importance:
         lines.append("importance for the metric: " + ", ".join(f"{k} {v:.2f}" for k, v in summary.importance.items()))
-    return Group(table, *lines)
+    return Group(table, *designs, *lines)

@@ -38,7 +38,7 @@ class TrainConfig:
     eval_growth: float = 1.0  # > 1: evaluate at eval_every·growth^k (a successive-halving ladder) and at the end
     train_examples: int = 0  # use only the first N training examples (0: all)
     eval_examples: int = 0  # evaluate on the first N validation/test examples (0: all)
-    test_examples: int = -1  # the first N test examples (0: all; -1: as eval_examples)
+    test_examples: int = 0  # the first N test examples (0: as eval_examples)
     precision: str = "auto"  # "fp32", "bf16", "fp16"; auto: bf16 autocast on a GPU, fp32 on a CPU
     threads: int = 0  # torch CPU threads; 0: leave torch's choice
     base_dtype: str = "fp32"  # the frozen pretrained weights' dtype: "bf16", "fp16" halve them (what trains stays fp32)

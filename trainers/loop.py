@@ -306,7 +306,7 @@ class Run:
                 module.p = c.dropout
         train_set = self.encode(splits["train"], c.train_examples)
         valid_set = self.encode_for_eval(splits["validation"], c.eval_examples)
-        test_set = self.encode_for_eval(splits["test"], c.eval_examples if c.test_examples < 0 else c.test_examples)
+        test_set = self.encode_for_eval(splits["test"], c.test_examples or c.eval_examples)
         total = self.total_steps(train_set)
         config |= {"total_steps": total, "train_size": len(train_set), "validation_size": len(valid_set),
                    "test_size": len(test_set)}
