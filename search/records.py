@@ -65,28 +65,32 @@ def parent_run(mlflow: MlflowClient, experiment: str, name: str, params: Mapping
 class Writer:
     """Applies record operations in order on one background thread, so the Tune loop never waits on the store.
 
-    An operation that fails because the store is unreachable (a tracking server restarting, SQLite locked by
-    another search) is retried with back-off for ``patience`` seconds, also when the search is ending; what
-    still fails (or is pending when the user presses Ctrl-C) is appended to a JSON-lines spool file, which the
-    next run or resume of the search replays first. Nothing is dropped silently."""
+    Every operation is first appended to a journal file (write-ahead), so a driver killed with operations still
+    queued loses none: the next run or resume of the search replays the journal first. Replaying is harmless
+    because every operation is idempotent (finished runs are skipped, metrics carry the trial's own timestamp and
+    MLflow drops exact duplicates, params are write-once). An operation that fails because the store is
+    unreachable (a tracking server restarting, SQLite locked by another search) is retried with back-off for
+    ``patience`` seconds, also when the search is ending. The journal is removed once everything in it has been
+    written; what failed (or was pending when the user pressed Ctrl-C) keeps it for the next run."""
 
-    def __init__(self, apply: Callable[[dict[str, Any]], None], spool: Path, patience: float = 600.0) -> None:
-        self.apply, self.spool, self.patience = apply, spool, patience
-        self.closing = False
+    def __init__(self, apply: Callable[[dict[str, Any]], None], journal: Path, patience: float = 600.0) -> None:
+        self.apply, self.journal, self.patience = apply, journal, patience
+        self.closing, self.kept = False, False
         self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        if spool.exists():  # left over from a search that ended while the store was down
-            pending = spool.read_text().splitlines()
-            spool.unlink()  # what fails again is spooled again
-            for line in pending:
+        if journal.exists():  # left over from a search that was killed or ended while the store was down
+            for line in journal.read_text().splitlines():
                 self.queue.put(json.loads(line))
+        self.file = open(journal, "a")
         self.thread = threading.Thread(target=self._drain, name="mlflow-writer", daemon=True)
         self.thread.start()
 
     def submit(self, operation: dict[str, Any]) -> None:
+        self.file.write(json.dumps(operation, default=str) + "\n")
+        self.file.flush()  # in the OS's hands before the driver can be killed
         self.queue.put(operation)
 
     def close(self) -> None:
-        """Write what is queued, waiting for an unreachable store up to ``patience``; on Ctrl-C, spool the rest."""
+        """Write what is queued, waiting for an unreachable store up to ``patience``; on Ctrl-C, keep the rest."""
         self.queue.put(None)
         try:
             while self.thread.is_alive():
@@ -94,10 +98,16 @@ class Writer:
         except KeyboardInterrupt:
             self.closing = True
             self.thread.join()
+        self.file.close()
+        if not self.kept:
+            self.journal.unlink(missing_ok=True)
 
     def _drain(self) -> None:
         while (operation := self.queue.get()) is not None:
-            self._write(operation)
+            if self.closing:
+                self.kept = True
+            else:
+                self._write(operation)
 
     def _write(self, operation: dict[str, Any]) -> None:
         start, delay = time.monotonic(), 0.5
@@ -107,9 +117,8 @@ class Writer:
                 return
             except Exception as err:
                 if not _transient(err) or self.closing or time.monotonic() - start > self.patience:
-                    log.error("MLflow refused a record (%s); kept in %s for the next run or resume", err, self.spool)
-                    with open(self.spool, "a") as spool:
-                        spool.write(json.dumps(operation, default=str) + "\n")
+                    log.error("MLflow refused a record (%s); kept in %s for the next run or resume", err, self.journal)
+                    self.kept = True
                     return
                 log.warning("MLflow unreachable (%s); retrying in %.0f s", str(err).splitlines()[0][:200], delay)
                 time.sleep(delay)
@@ -171,8 +180,8 @@ class Recorder(Callback):
         run = self._run(trial_id, config)
         if run is None:
             return
-        step, now = int(result.get("step", 0)), int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, step) for k, v in result.items() if _is_number(v) and k not in NOT_METRICS]
+        step, when = int(result.get("step", 0)), int(1000 * result.get("timestamp", time.time()))  # replay-safe
+        metrics = [Metric(k, float(v), when, step) for k, v in result.items() if _is_number(v) and k not in NOT_METRICS]
         where = [RunTag("node_id", str(result["node_id"]))] if "node_id" in result else []  # where it runs now
         self.mlflow.log_batch(run, metrics=metrics, params=self._new_params(run, _resolved(result)), tags=where)
 

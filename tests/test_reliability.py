@@ -331,3 +331,34 @@ def test_a_worker_node_killed_mid_trial_costs_a_retry_not_the_trial(tmp_path, ra
     assert moved.info.status == "FINISHED" and moved.data.tags["node_id"] != victim_id  # finished elsewhere
     steps = [m.step for m in client.get_metric_history(moved.info.run_id, "accuracy")]
     assert steps.count(2) >= 2  # it started again from the beginning on the surviving node
+
+
+def test_writes_queued_when_the_driver_dies_are_replayed_from_the_journal_once(tmp_path):
+    """The window the SIGKILL test can only hit by chance: Optuna has the trial's outcome, MLflow not yet."""
+    from search.records import Recorder, Writer
+
+    journal = tmp_path / "next" / "pending-w.jsonl"
+    journal.parent.mkdir()
+    stuck = Writer(lambda op: time.sleep(3600), journal)  # the dying driver's store never answers
+    ops = [{"op": "log", "trial": "t1", "config": {"design": None, "budget": 100.0, "seed": 0, "optuna_trial": 0},
+            "result": {"step": s, "accuracy": 0.5 + s / 10, "timestamp": 1_700_000_000 + s}} for s in (2, 4)]
+    ops.append({"op": "finish", "trial": "t1", "config": ops[0]["config"],
+                "result": {"step": 4, "total_steps": 4, "status": "completed", "accuracy": 0.9}})
+    for op in ops:
+        stuck.submit(op)
+    assert [json.loads(line) for line in journal.read_text().splitlines()] == ops
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    landed = Recorder(uri, "w", tmp_path / "landed", {}, ["attn"])  # the two reports had reached MLflow already
+    landed.setup()
+    for op in ops[:2]:
+        landed.writer.submit(op)
+    landed.on_experiment_end([])
+    following = Recorder(uri, "w", journal.parent, {}, ["attn"])  # the resume replays the journal first
+    following.setup()
+    following.on_experiment_end([])
+    assert not journal.exists()
+    client = MlflowClient(uri)
+    run = client.search_runs([client.get_experiment_by_name("w").experiment_id], filter_string="tags.ray_trial_id = 't1'")
+    assert len(run) == 1 and run[0].info.status == "FINISHED" and run[0].data.tags["status"] == "completed"
+    assert [(m.step, m.value) for m in client.get_metric_history(run[0].info.run_id, "accuracy")] == [(2, 0.7), (4, 0.9)]
