@@ -52,11 +52,10 @@ class DesignSearcher(Searcher):
         self.trials: dict[str, int] = {}  # Ray trial id -> Optuna trial number
         self._live: dict[str, optuna.Trial] = {}  # trials asked by this driver and not yet told
         self._study: optuna.Study | None = None
-        if not self.study.trials:  # a new study: the paper's methods first, then a grid's (design, seed) cases
+        self.cases = list(cases)  # a grid's (design, seed) cases, enqueued one at a time by ``_enqueue_case``
+        if not self.study.trials:  # a new study: the paper's methods first
             for name, design in (points or {}).items():
                 self.study.enqueue_trial(params_of(design, space), user_attrs={"preset": name})
-            for design, case_seed in cases:
-                self.study.enqueue_trial(params_of(design, space), user_attrs={"seed": case_seed})
         self._fail_interrupted()  # a study a dead driver left behind (before Ray saved any state)
 
     @property
@@ -73,6 +72,7 @@ class DesignSearcher(Searcher):
         if len(self._handed_out()) >= self.study.user_attrs.get(TARGET, float("inf")):
             return Searcher.FINISHED
         for _ in range(MAX_REJECTIONS):
+            self._enqueue_case()
             self._reseed()
             trial = self.study.ask()
             design = suggest(trial, self.space)
@@ -93,6 +93,19 @@ class DesignSearcher(Searcher):
             return {"design": design.to_dict(), BUDGET: budget, "optuna_trial": trial.number, "preset": preset, **seed}
         raise DesignError("budget_cap", self.cap, f"a cap some design of the space meets ({MAX_REJECTIONS} sampled "
                                                    "designs in a row were over it or did not fit the model)")
+
+    def _enqueue_case(self) -> None:
+        """Enqueue the first case that is neither done, under way nor waiting. A case whose trial a dead driver
+        interrupted is open again unless Ray re-runs that trial: every (design, seed) is trained exactly once."""
+        if not self.cases:
+            return
+        rerun = set(self.trials.values())
+        covered = {t.user_attrs["case"] for t in self.study.get_trials(deepcopy=False) if "case" in t.user_attrs
+                   and ("interrupted" not in t.user_attrs or t.number in rerun or "rerun_of" in t.user_attrs)}
+        k = next((k for k in range(len(self.cases)) if k not in covered), None)
+        if k is not None:
+            design, seed = self.cases[k]
+            self.study.enqueue_trial(params_of(design, self.space), user_attrs={"seed": seed, "case": k})
 
     def _reseed(self) -> None:
         """A fresh sampler seeded by the count of the study's trials (those a dead driver left unfinished

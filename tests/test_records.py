@@ -40,12 +40,14 @@ def smoke(tmp_path_factory, ray_cluster):
 
 
 def test_the_smoke_profile_prints_the_front_and_pareto_reads_it_back(smoke):
-    assert f"{NAME}: Pareto front" in smoke["stdout"] and "lora_attn" in smoke["stdout"]
     shown = subprocess.run([*CLI, "pareto", NAME, "--root", str(smoke["root"]), "--json"],
                            capture_output=True, text=True, timeout=120)
     summary = json.loads(shown.stdout)
     assert summary["metric"] == "accuracy" and summary["counts"]["complete"] + summary["counts"]["pruned"] == 4
     assert all(0.0 <= row["metric"] <= 1.0 for row in summary["rows"])
+    front = [row for row in summary["rows"] if row["on_front"]]
+    assert front and f"{NAME}: Pareto front" in smoke["stdout"]
+    assert all(f"trial {row['trial']}:" in smoke["stdout"] and row["design"] in smoke["stdout"] for row in front)
 
 
 def test_each_trial_run_holds_its_design_hyper_parameters_history_and_outcome(smoke):

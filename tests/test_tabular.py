@@ -2,10 +2,13 @@
 through the real search (``peft-search run`` with the tabular trainer on the two-node Ray cluster)."""
 
 import math
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
 import yaml
@@ -139,3 +142,35 @@ def test_replay_through_the_cli_records_the_tables_numbers(tmp_path, small_table
         assert run.data.metrics["test_accuracy"] == pytest.approx(curve["test_metric"].iloc[-1])
         assert float(run.data.params["budget"]) == pytest.approx(curve["budget_pct"].iloc[0])
     assert "Pareto front" in done.stdout
+
+
+def test_a_killed_table_generation_resumes_every_design_and_seed_once(tmp_path, ray_cluster):
+    """The table's grid (every design × seeds, no early stopping) survives its driver being killed."""
+    spec = {"name": "grid", "trainer": "synthetic", "synthetic_delay": 0.3, "sites": ["attn", "ffn"],
+            "menus": {"attn": {"lora_attn": {"bottleneck": [4, 16]}}, "ffn": {"pa_ffn": {"bottleneck": [16]}}},
+            "sampler": "grid", "seeds": 2, "scheduler": "none", "concurrency": 1, "ray_address": ray_cluster,
+            "asha": {"grace_period": 2, "reduction_factor": 2, "max_steps": 4}, "train": {"eval_every": 2},
+            "root": str(tmp_path), "storage": f"sqlite:///{tmp_path}/optuna.db",
+            "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    driver = subprocess.Popen([*CLI, "run", str(tmp_path / "spec.yaml"), "--verbose", "0"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while len(_completed(spec)) < 3:
+        assert time.time() < deadline and driver.poll() is None
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    resumed = subprocess.run([*CLI, "resume", "grid", "--root", str(tmp_path), "--verbose", "0"],
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    cases = [(tuple(sorted(t.params.items())), t.user_attrs["seed"]) for t in _completed(spec)]
+    assert len(cases) == 3 * 2 * 2 and len(set(cases)) == len(cases)  # 6 designs × 2 seeds, each once
+
+
+def _completed(spec: dict) -> list:
+    try:
+        study = optuna.load_study(study_name=spec["name"], storage=spec["storage"])
+    except KeyError:
+        return []
+    return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
