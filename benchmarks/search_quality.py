@@ -26,6 +26,7 @@ import json
 import logging
 import statistics
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,10 +150,14 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=30.0, help="full-training equivalents per search")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--methods", default="", help="SAMPLER/SCHEDULER,... (default: every combination)")
-    parser.add_argument("--out", default=str(HERE / "results" / "search_quality"))
+    parser.add_argument("--out", default=str(HERE / "results" / "search_quality"),
+                        help="PREFIX of the .json/.md/.png written; methods already in PREFIX.json are not run again")
+    parser.add_argument("--peer", nargs="*", default=[str(p) for p in sorted((HERE / "results").glob("moasha_peer*.json"))],
+                        help="search histories of peer methods (benchmarks/moasha_peer.py), scored the same way")
     args = parser.parse_args()
     logging.getLogger("optuna").setLevel(logging.ERROR)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's ``group``
 
     from search import tabular
     from search.spec import load
@@ -167,26 +172,36 @@ def main() -> None:
     methods = [m.split("/") for m in args.methods.split(",")] if args.methods else [
         (s, k) for s in SAMPLERS for k in SCHEDULERS]
     grid = np.linspace(1, args.budget, int(args.budget))  # FTE at which the curve is read
-    results: dict[str, Any] = {}
-    for sampler, kind in methods:
-        start, curves, found, trials = time.perf_counter(), [], [], []
-        for rep in range(args.reps):
-            history = replay(table, spec, sampler, kind, rep, int(args.budget * max_t), args.concurrency)
-            curves.append([fraction_at(history, int(f * max_t), table, reference, true_hv) for f in grid])
-            found.append(set(history.returned[-1]) if history.returned else set())
-            trials.append(history.trials)
-        name = f"{sampler}/{kind}"
-        results[name] = {"curves": curves, "trials": trials,
-                         "found": {d: sum(d in f for f in found) / args.reps for d in truth["design_id"]}}
-        print(f"{name:28s} final {statistics.median(c[-1] for c in curves):.3f} "
-              f"@10 FTE {statistics.median(at(c, 10) for c in curves):.3f} ({time.perf_counter() - start:.0f} s)",
-              flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{out}.json").write_text(json.dumps({"grid": list(grid), "true_hv": true_hv, "reference": reference,
-                                                "true_front": truth.to_dict("records"), "results": results}, default=float))
-    Path(f"{out}.md").write_text(report(results, grid, truth) + "\n" + paper_order(everything))
-    plot(results, grid, Path(f"{out}.png"))
+    setting = {"reps": args.reps, "budget": args.budget, "concurrency": args.concurrency, "table": Path(args.table).name}
+    saved = json.loads(Path(f"{out}.json").read_text()) if Path(f"{out}.json").exists() else {}
+    results: dict[str, Any] = saved.get("results", {}) if saved.get("setting") == setting else {}  # resumable
+
+    def score(name: str, histories: list[Replay], seconds: float) -> None:
+        curves = [[fraction_at(h, int(f * max_t), table, reference, true_hv) for f in grid] for h in histories]
+        found = [set(h.returned[-1]) if h.returned else set() for h in histories]
+        results[name] = {"curves": curves, "trials": [h.trials for h in histories],
+                         "found": {d: sum(d in f for f in found) / len(found) for d in truth["design_id"]}}
+        print(f"{name:28s} final {statistics.median(c[-1] for c in curves):.3f} "
+              f"@10 FTE {statistics.median(at(c, 10) for c in curves):.3f} ({seconds:.0f} s)", flush=True)
+        Path(f"{out}.json").write_text(json.dumps({"setting": setting, "grid": list(grid), "true_hv": true_hv,
+                                                    "reference": reference, "true_front": truth.to_dict("records"),
+                                                    "results": results}, default=float))
+        Path(f"{out}.md").write_text(report(results, grid, truth) + "\n" + found_table(results, truth) + "\n"
+                                     + paper_order(everything))
+        plot(results, grid, Path(f"{out}.png"))
+
+    for sampler, kind in methods:
+        if f"{sampler}/{kind}" in results:
+            continue
+        start = time.perf_counter()
+        histories = [replay(table, spec, sampler, kind, rep, int(args.budget * max_t), args.concurrency)
+                     for rep in range(args.reps)]
+        score(f"{sampler}/{kind}", histories, time.perf_counter() - start)
+    for path in args.peer:  # Syne Tune's MOASHA, run by benchmarks/moasha_peer.py
+        peer = json.loads(Path(path).read_text())
+        score(peer["method"], [Replay(r["spent"], r["returned"], r["trials"]) for r in peer["reps"]], 0.0)
     print(Path(f"{out}.md").read_text())
 
 
@@ -242,6 +257,18 @@ def report(results: dict[str, Any], grid: np.ndarray, truth: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
+def found_table(results: dict[str, Any], truth: Any) -> str:
+    """How often each true-front design is among the designs a method returns (share of repetitions)."""
+    legend = "; ".join(f"{k} = {row.name} ({row.budget_pct:.2f}%, {100 * row.test_metric:.1f})"
+                       for k, row in enumerate(truth.itertuples(), 1))
+    lines = [f"True-front designs (budget, seed-mean test accuracy): {legend}.", "",
+             "| method | " + " | ".join(str(k) for k in range(1, len(truth) + 1)) + " |",
+             "|---|" + "---:|" * len(truth)]
+    for name, r in sorted(results.items()):
+        lines.append(f"| {name} | " + " | ".join(f"{100 * r['found'][d]:.0f}" for d in truth["design_id"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(results: dict[str, Any], grid: np.ndarray, path: Path) -> None:
     import matplotlib
 
@@ -250,7 +277,8 @@ def plot(results: dict[str, Any], grid: np.ndarray, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(9, 5.5))
     best = sorted(results, key=lambda n: -statistics.median(at(c, 10) for c in results[n]["curves"]))
-    for name in best[:6] + [n for n in results if n.endswith("/none") and n not in best[:6]][:1]:
+    extra = [n for n in results if n == "random/none" or n.startswith("syne-tune/")]  # the baseline and the peers
+    for name in best[:5] + [n for n in extra if n not in best[:5]]:
         curves = np.array(results[name]["curves"])
         q1, med, q3 = np.percentile(curves, [25, 50, 75], axis=0)
         (line,) = ax.plot(grid, med, label=name)

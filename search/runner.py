@@ -179,7 +179,7 @@ def searcher(spec: Spec) -> Any:
 
 def make_sampler(kind: str, concurrency: int, seed: int) -> Any:
     """The spec's Optuna sampler, seeded (TPE: multivariate over groups of dimensions that occur together,
-    with a constant liar when trials run at once; a grid's designs are all enqueued, the sampler never draws)."""
+    with a constant liar when trials run at once; a grid enqueues its cases, the sampler never draws)."""
     import optuna
 
     if kind == "tpe":
