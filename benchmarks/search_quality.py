@@ -192,13 +192,19 @@ def main() -> None:
                                      + paper_order(everything))
         plot(results, grid, Path(f"{out}.png"))
 
+    partial = Path(f"{out}.partial.json")  # repetitions of the method under way (GP: minutes each)
     for sampler, kind in methods:
-        if f"{sampler}/{kind}" in results:
+        name = f"{sampler}/{kind}"
+        if name in results:
             continue
         start = time.perf_counter()
-        histories = [replay(table, spec, sampler, kind, rep, int(args.budget * max_t), args.concurrency)
-                     for rep in range(args.reps)]
-        score(f"{sampler}/{kind}", histories, time.perf_counter() - start)
+        done = json.loads(partial.read_text()) if partial.exists() else {}
+        histories = [Replay(**h) for h in done.get(name, [])] if done.get("setting") == setting else []
+        for rep in range(len(histories), args.reps):
+            histories.append(replay(table, spec, sampler, kind, rep, int(args.budget * max_t), args.concurrency))
+            partial.write_text(json.dumps({"setting": setting, name: [vars(h) for h in histories]}))
+        score(name, histories, time.perf_counter() - start)
+        partial.unlink(missing_ok=True)
     for path in args.peer:  # Syne Tune's MOASHA, run by benchmarks/moasha_peer.py
         peer = json.loads(Path(path).read_text())
         score(peer["method"], [Replay(r["spent"], r["returned"], r["trials"]) for r in peer["reps"]], 0.0)
@@ -278,10 +284,14 @@ def plot(results: dict[str, Any], grid: np.ndarray, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 5.5))
     best = sorted(results, key=lambda n: -statistics.median(at(c, 10) for c in results[n]["curves"]))
     extra = [n for n in results if n == "random/none" or n.startswith("syne-tune/")]  # the baseline and the peers
+    shown: dict[str, list[str]] = {}  # methods with identical curves (NSGA-II's first generation is random) share a line
     for name in best[:5] + [n for n in extra if n not in best[:5]]:
+        twin = next((k for k in shown if results[k]["curves"] == results[name]["curves"]), name)
+        shown.setdefault(twin, []).append(name)
+    for name, twins in shown.items():
         curves = np.array(results[name]["curves"])
         q1, med, q3 = np.percentile(curves, [25, 50, 75], axis=0)
-        (line,) = ax.plot(grid, med, label=name)
+        (line,) = ax.plot(grid, med, label=" = ".join(twins))
         ax.fill_between(grid, q1, q3, alpha=0.15, color=line.get_color())
     ax.axhline(0.99, color="grey", lw=0.5, ls="--")
     ax.axhline(0.95, color="grey", lw=0.5, ls=":")
