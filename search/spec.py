@@ -253,7 +253,12 @@ def parse(data: Mapping[str, Any]) -> Spec:
     resources = {**Spec().resources, **dict(spec.get("resources", {}))}
     for key, value in resources.items():
         check(f"resources.{key}", key in ("cpu", "gpu"), key, "cpu, gpu")
-        check(f"resources.{key}", isinstance(value, (int, float)) and value >= 0, value, "a number ≥ 0 (fractions allowed)")
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if key == "cpu":
+            check("resources.cpu", number and value > 0, value, "a number of CPUs > 0 (fractions allowed)")
+        elif key == "gpu":  # as Ray: a fraction packs trials onto one GPU; more than one GPU comes whole
+            check("resources.gpu", number and (0 <= value <= 1 or (value > 1 and float(value).is_integer())), value,
+                  "a fraction of one GPU in [0, 1] (trials share it) or a whole number of GPUs")
     for key in ("storage", "tracking_uri"):
         value = spec.get(key, getattr(Spec, key))
         check(key, isinstance(value, str) and "://" in value, value, "a URL such as sqlite:///path.db or postgresql://…"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import tempfile
 import time
 from typing import Any
@@ -41,6 +42,7 @@ from trainers.metrics import SE
 
 def train_design(config: dict[str, Any]) -> None:
     """Train ``config["design"]`` with ``trainers.train`` (the base model stays loaded in a reused actor)."""
+    hide_unassigned_gpus()
     config, design = _start(config)
     total = int(config["train"]["steps"])
     common = _common(config, design, total)
@@ -72,6 +74,14 @@ def train_design(config: dict[str, Any]) -> None:
                      "seconds": time.perf_counter() - start,
                      "train_seconds": result.train_seconds, "examples_per_second": result.examples_per_second,
                      "resolved": {k: v for k, v in result.config.items() if k != "design"}}, checkpoint=saved)
+
+
+def hide_unassigned_gpus() -> None:
+    """A trial given no GPU trains on the CPU. Ray points CUDA_VISIBLE_DEVICES at the GPU it assigns (so the
+    trainer's "cuda" is the trial's GPU, shared when the trial asked for a fraction) but Ray 2.60 leaves the
+    variable alone for a trial given none, which would then see, and use, every GPU of its node."""
+    if not ray.get_gpu_ids():
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 
 def synthetic(config: dict[str, Any]) -> None:

@@ -41,26 +41,33 @@ class TrainConfig:
     test_examples: int = 0  # the first N test examples (0: as eval_examples)
     precision: str = "auto"  # "fp32", "bf16", "fp16"; auto: bf16 autocast on a GPU, fp32 on a CPU
     threads: int = 0  # torch CPU threads; 0: leave torch's choice
+    base_dtype: str = "fp32"  # the frozen pretrained weights' dtype: "bf16", "fp16" halve them (what trains stays fp32)
+    gradient_checkpointing: bool = False  # recompute each layer's activations in the backward pass: less memory
+
+    def __post_init__(self) -> None:
+        if self.base_dtype != "fp32" and self.precision not in ("auto", self.base_dtype):
+            raise FieldError("precision", self.precision, f"'auto' or {self.base_dtype!r}: frozen {self.base_dtype} "
+                                                          "weights (base_dtype) compute under autocast in their dtype")
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+CHOICES = {"precision": ("auto", "fp32", "bf16", "fp16"), "base_dtype": ("fp32", "bf16", "fp16")}
 
 
 def _coerce(name: str, value: Any) -> Any:
     kind = type(getattr(TrainConfig, name))
+    if name in CHOICES:
+        if value not in CHOICES[name]:
+            raise FieldError(name, value, "one of " + ", ".join(map(repr, CHOICES[name])))
+        return value
     if kind is bool:  # YAML and Python give a bool; MLflow records it as "True" or "False"
         flag = value if isinstance(value, bool) else {"true": True, "false": False}.get(str(value).lower())
         if flag is None:
             raise FieldError(name, value, "true or false")
         return flag
-    if name == "precision":
-        if value not in PRECISIONS:
-            raise FieldError(name, value, "one of " + ", ".join(map(repr, PRECISIONS)))
-        return value
     try:
         number = kind(value)
         if kind is int and isinstance(value, float) and not value.is_integer():

