@@ -135,6 +135,25 @@ def test_a_non_finite_loss_still_fails_the_step():
         step(run, [examples("bert", 4)])
 
 
+def test_a_diverged_trial_leaves_the_next_trial_in_the_same_process_untouched():
+    # Ray reuses a worker for trial after trial on one cached base model: a trial that diverges after its backward
+    # pass must not hand its non-finite gradients (of the task head, which every design trains) to the next one
+    data = examples("bert", 8)
+    loss, grads = step(run_on(Base(tiny("bert"), tokenizer(), "tiny", HEADS["bert"]), "bert", peft_space.preset("bitfit")),
+                       [data])
+    base = Base(tiny("bert"), tokenizer(), "tiny", HEADS["bert"])
+    diverged = run_on(base, "bert", peft_space.preset("lora_attn", bottleneck=4))
+    with torch.no_grad():
+        diverged.model.classifier.weight.fill_(float("inf"))
+    with pytest.raises(trainers.loop.Diverged):
+        step(diverged, [data])
+    next_loss, next_grads = step(run_on(base, "bert", peft_space.preset("bitfit")), [data])
+    assert next_loss == pytest.approx(loss, rel=1e-6)
+    assert sorted(next_grads) == sorted(grads)
+    for name in grads:
+        torch.testing.assert_close(next_grads[name], grads[name])
+
+
 # -- 2. half-precision frozen weights ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", peft_space.presets())
 def test_every_preset_trains_on_bf16_frozen_weights(name):

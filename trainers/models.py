@@ -147,6 +147,10 @@ def prepare(base: Base, design: peft_space.Design | None, seed: int) -> nn.Modul
     if getattr(model, "peft_design", None) is not None:
         peft_space.remove(model)
     base.restore()
+    # A trial that ended inside a step (diverged after its backward pass, out of memory) leaves its gradients on
+    # the cached model's parameters; the task head trains in every design, so the next trial would add its own
+    # gradients to them (a NaN stays NaN) and take its first step on the sum
+    model.zero_grad(set_to_none=True)
     torch.manual_seed(seed)
     config = getattr(model.config, "encoder", model.config)
     _reinitialise(model, base.new_params, getattr(config, "initializer_range", 0.02))
