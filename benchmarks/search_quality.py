@@ -21,6 +21,7 @@ budgets, FTE to reach 90/95/99%, how often each true-front design is returned) a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import heapq
 import json
 import logging
@@ -57,17 +58,12 @@ class Replay:
     trials: int = 0
 
 
-def make_scheduler(kind: str, grace: int, reduction: int, max_t: int) -> Any:
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+def make_scheduler(spec: Any, kind: str) -> Any:
+    """The scheduler a spec with ``scheduler``/``asha_metric`` set from ``kind`` ("asha:loss") would run."""
+    from search.runner import scheduler
 
-    from search.pareto_asha import ParetoASHAScheduler
-
-    if kind == "none":
-        return FIFOScheduler()
-    name, metric = kind.split(":")
-    mode = "max" if metric == "accuracy" else "min"
-    cls = ASHAScheduler if name == "asha" else ParetoASHAScheduler
-    return cls(time_attr="step", metric=metric, mode=mode, max_t=max_t, grace_period=grace, reduction_factor=reduction)
+    name, _, metric = kind.partition(":")
+    return scheduler(dataclasses.replace(spec, scheduler=name, asha_metric=metric or None))
 
 
 def replay(table: Any, spec: Any, sampler: str, scheduler_kind: str, seed: int, budget_steps: int,
@@ -87,7 +83,7 @@ def replay(table: Any, spec: Any, sampler: str, scheduler_kind: str, seed: int, 
     searcher = DesignSearcher(spec.space(), metric=METRIC, mode="max", budget_of=lambda d: budgets[d.id],
                               cap=100.0, study_name="replay", storage=optuna.storages.InMemoryStorage(),
                               sampler=lambda s: make_sampler(sampler, concurrency, s), seed=seed)
-    scheduler = make_scheduler(scheduler_kind, spec.asha["grace_period"], spec.asha["reduction_factor"], max_t)
+    scheduler = make_scheduler(spec, scheduler_kind)
     scheduler.set_search_properties(None, None)
     clock, events, order, spent = 0.0, [], 0, 0
     curves: dict[str, Any] = {}
