@@ -6,7 +6,8 @@
 It runs the spec with `peft-search`'s own machinery (Ray Tune, the Optuna searcher enqueuing every (design,
 seed), the real trainer, MLflow records), then full fine-tuning as reference rows (its own learning rate:
 the grid's is far too high for it), then reads every completed trial back from MLflow into the table
-(`search.tabular`). Interrupted, it resumes where it stopped: run the same command again.
+(`search.tabular`). Interrupted, it resumes where it stopped: run the same command again. Values added to the
+spec's menus later are trained on the next run, and only they.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-    from search import runner, tabular
+    from search import tabular
     from search.space import grid, menu_label
     from search.spec import load
 
@@ -37,13 +38,9 @@ def main() -> None:
     out = Path(args.out or Path(args.spec).with_suffix(".csv"))
     start = time.perf_counter()
     if not args.export_only:
-        runner.run(spec, resume=runner.spec_path(spec.root, spec.name).exists())
-        train = {**runner.constants(spec)["train"], "lr": args.full_lr}
-        references = [{"design": None, "budget": 100.0, "optuna_trial": -1, "seed": spec.seed + k, "preset": "full",
-                       "train": train} for k in range(spec.seeds)]
-        runner.run_cases(spec, f"{spec.name}-reference", references)
+        tabular.generate(spec, full_lr=args.full_lr)
     names = {design.id: menu_label(design, spec.space()) for design in grid(spec.space())} | {"full": "full fine-tuning"}
-    table = tabular.export(spec.tracking_uri, [spec.name], spec.task_def.validation_metric, names, out)
+    table = tabular.export(spec.tracking_uri, spec.name, spec.task_def.validation_metric, names, out)
     print(f"{out}: {len(table)} rows, {table['design_id'].nunique()} designs, {table['seed'].nunique()} seeds "
           f"({time.perf_counter() - start:.0f} s)")
 

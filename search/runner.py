@@ -17,6 +17,7 @@ import os
 import socket
 import sqlite3
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -162,17 +163,28 @@ def constants(spec: Spec) -> dict[str, Any]:
             "table": str(Path(spec.table).resolve()) if spec.table else None}
 
 
+def grid_cases(spec: Spec) -> list[tuple[Any, int]]:
+    """A grid spec's (design, seed) cases, in the order its search trains them."""
+    from search.space import grid
+
+    return [(design, spec.seed + k) for design in grid(spec.space()) for k in range(spec.seeds)]
+
+
+def budget_function(spec: Spec) -> Callable[[Any], float]:
+    """A design's budget in % of the spec's model, as the search caps and records it."""
+    task = spec.task_def
+    return functools.partial(trainers.budget_pct, spec.model, task.kind, task.num_labels)
+
+
 def searcher(spec: Spec) -> Any:
     import peft_space
     from search.searcher import DesignSearcher
-    from search.space import grid
 
     task = spec.task_def
     points = {name: peft_space.preset(name, **dict(spec.preset_overrides.get(name, {}))) for name in spec.points_to_evaluate}
-    cases = [(design, spec.seed + k) for design in grid(spec.space()) for k in range(spec.seeds)] if spec.sampler == "grid" else []
-    budget_of = functools.partial(trainers.budget_pct, spec.model, task.kind, task.num_labels)
+    cases = grid_cases(spec) if spec.sampler == "grid" else []
     return DesignSearcher(spec.space(), metric=task.validation_metric, mode=spec.mode,
-                          budget_of=budget_of, cap=spec.budget_cap, study_name=spec.name, storage=spec.storage,
+                          budget_of=budget_function(spec), cap=spec.budget_cap, study_name=spec.name, storage=spec.storage,
                           sampler=functools.partial(make_sampler, spec.sampler, spec.concurrency), seed=spec.seed,
                           points=points, cases=cases)
 

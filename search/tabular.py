@@ -80,25 +80,62 @@ def scored_hypervolume(table: pd.DataFrame, design_ids: list[str], reference: tu
     return hypervolume(points, reference)
 
 
-def export(tracking_uri: str, searches: list[str], metric: str, names: Mapping[str, str], out: str | Path) -> pd.DataFrame:
-    """The table of the completed trials of ``searches`` (MLflow experiments), written to ``out``.
+def generate(spec: Any, *, full_lr: float, verbose: int = 1) -> None:
+    """Train every (design, seed) of a grid ``spec`` that its records lack, then full fine-tuning's reference rows
+    (at ``full_lr``: a PEFT learning rate is far too high for it). Interrupted, it resumes where it stopped.
 
-    ``metric``: the task's validation metric as logged (``accuracy``); ``names``: design id -> readable name."""
+    The grid as first started is one search (``runner.run``: the searcher enqueues every case). Designs or seeds
+    added to the spec's menus since are trained as a grid of their own: the table grows without retraining."""
+    import hashlib
+
+    from search import runner
+
+    saved = runner.spec_path(spec.root, spec.name)
+    first = runner.saved_spec(spec.root, spec.name) if saved.exists() else spec
+    runner.run(first, resume=saved.exists(), verbose=verbose)
+    done, budget_of = _completed(spec.tracking_uri, spec.name), runner.budget_function(spec)
+    added = [{"design": design.to_dict(), "budget": budget_of(design), "optuna_trial": -1, "seed": seed, "preset": ""}
+             for design, seed in runner.grid_cases(spec) if (design.id, seed) not in done]
+    if added:  # named by what it trains: a rerun after an interruption trains what is still missing
+        digest = hashlib.sha1(repr([(c["design"], c["seed"]) for c in added]).encode()).hexdigest()[:8]
+        runner.run_cases(spec, f"{spec.name}-added-{digest}", added, verbose)
+    train = {**runner.constants(spec)["train"], "lr": full_lr}
+    references = [{"design": None, "budget": 100.0, "optuna_trial": -1, "seed": spec.seed + k, "preset": "full",
+                   "train": train} for k in range(spec.seeds)]
+    runner.run_cases(spec, f"{spec.name}-reference", references, verbose)
+
+
+def export(tracking_uri: str, search: str, metric: str, names: Mapping[str, str], out: str | Path) -> pd.DataFrame:
+    """The table of the completed trials of ``search`` (an MLflow experiment) whose designs ``names`` lists
+    (design id -> readable name; a design since removed from the spec's menus stays out), written to ``out``.
+
+    ``metric``: the task's validation metric as logged (``accuracy``)."""
     from mlflow.tracking import MlflowClient
 
-    from search.records import TRIAL_TAG
-
-    mlflow, rows = MlflowClient(tracking_uri), []
-    for search in searches:
-        experiment = mlflow.get_experiment_by_name(search)
-        for run in mlflow.search_runs([experiment.experiment_id], filter_string="tags.status = 'completed'",
-                                      max_results=10_000):
-            if TRIAL_TAG not in run.data.tags:
-                continue
-            rows += _rows(mlflow, run, metric, names)
+    mlflow = MlflowClient(tracking_uri)
+    rows = [row for run in _completed_runs(mlflow, search) if run.data.tags["design_id"] in names
+            for row in _rows(mlflow, run, metric, names)]
     table = pd.DataFrame(rows).sort_values(["reference", "budget_pct", "design_id", "seed", "step"])
     table.to_csv(out, index=False, float_format="%.6g")
     return table
+
+
+def _completed_runs(mlflow: Any, search: str) -> list[Any]:
+    from search.records import TRIAL_TAG
+
+    experiment = mlflow.get_experiment_by_name(search)
+    if experiment is None:
+        return []
+    runs = mlflow.search_runs([experiment.experiment_id], filter_string="tags.status = 'completed'", max_results=10_000)
+    return [run for run in runs if TRIAL_TAG in run.data.tags]
+
+
+def _completed(tracking_uri: str, search: str) -> set[tuple[str, int]]:
+    """The (design id, seed) cases ``search`` has completed, from its MLflow records."""
+    from mlflow.tracking import MlflowClient
+
+    return {(run.data.tags["design_id"], int(run.data.params["seed"]))
+            for run in _completed_runs(MlflowClient(tracking_uri), search)}
 
 
 def _rows(mlflow: Any, run: Any, metric: str, names: Mapping[str, str]) -> list[dict[str, Any]]:

@@ -94,7 +94,7 @@ def synthetic(config: dict[str, Any]) -> None:
     every = int(config["train"].get("eval_every") or max(1, total // 5))
     delay = float(config.get("synthetic_delay", 0.0))
     budget = float(config["budget"])
-    offset = int(hashlib.sha1(f"{design.id}-{config['seed']}".encode()).hexdigest()[:8], 16) / 16**8 - 0.5
+    offset = int(hashlib.sha1(f"{design_id(design)}-{config['seed']}".encode()).hexdigest()[:8], 16) / 16**8 - 0.5
     final = 0.55 + 0.3 * (1 - math.exp(-4 * budget)) + 0.1 * offset
     common = _common(config, design, total)
     for step in (*range(every, total, every), total):

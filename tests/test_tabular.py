@@ -168,6 +168,37 @@ def test_a_killed_table_generation_resumes_every_design_and_seed_once(tmp_path, 
     assert len(cases) == 3 * 2 * 2 and len(set(cases)) == len(cases)  # 6 designs × 2 seeds, each once
 
 
+def test_a_grown_grid_trains_only_what_the_table_lacks(tmp_path, ray_cluster):
+    """A value added to a menu later: the next generation trains the new designs' cases and nothing twice."""
+    spec = {"name": "grow", "trainer": "synthetic", "sites": ["attn", "ffn"], "sampler": "grid", "seeds": 2,
+            "menus": {"attn": {"lora_attn": {"bottleneck": [4]}}, "ffn": {"pa_ffn": {"bottleneck": [16]}}},
+            "scheduler": "none", "concurrency": 1, "ray_address": ray_cluster, "train": {"eval_every": 2},
+            "asha": {"grace_period": 2, "reduction_factor": 2, "max_steps": 4}, "root": str(tmp_path),
+            "storage": f"sqlite:///{tmp_path}/optuna.db", "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}
+    small = parse(spec)
+    tabular.generate(small, full_lr=1e-4, verbose=0)
+    before = _runs(small)
+    grown = parse({**spec, "menus": {**spec["menus"], "attn": {"lora_attn": {"bottleneck": [4, 16]}}}})
+    tabular.generate(grown, full_lr=1e-4, verbose=0)
+    after = _runs(grown)
+    cases = [case for case, _ in after]
+    assert len(cases) == len(set(cases)) == 3 * 2 * 2 + 2  # 6 designs × 2 seeds and full fine-tuning's 2, each once
+    assert set(before) <= set(after)  # what was trained stays, run for run
+    expected = {(design.id, seed) for design in grid(grown.space()) for seed in (0, 1)} | {("full", 0), ("full", 1)}
+    assert set(cases) == expected
+    names = {design.id: menu_label(design, small.space()) for design in grid(small.space())}
+    table = tabular.export(small.tracking_uri, "grow", "accuracy", names, tmp_path / "small.csv")
+    assert set(table["design_id"]) == set(names)  # a design outside the spec's menus stays out of its table
+
+
+def _runs(spec) -> list[tuple[tuple[str, int], str]]:
+    client = MlflowClient(spec.tracking_uri)
+    experiment = client.get_experiment_by_name(spec.name).experiment_id
+    runs = client.search_runs([experiment], filter_string="tags.status = 'completed'", max_results=1000)
+    return [((r.data.tags["design_id"], int(r.data.params["seed"])), r.info.run_id) for r in runs
+            if "ray_trial_id" in r.data.tags]
+
+
 def _completed(spec: dict) -> list:
     try:
         study = optuna.load_study(study_name=spec["name"], storage=spec["storage"])
