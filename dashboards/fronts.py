@@ -14,6 +14,9 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from search import pareto
+from search.schema import Params, Status, Tags
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 COLUMNS = ["search", "run_id", "run_name", "trial", "preset", "design_id", "budget", "metric", "status", "step",
@@ -30,33 +33,31 @@ def trials(tracking_uri: str, search: str) -> Any:
     if experiment is None:
         names = ", ".join(e.name for e in client.search_experiments()) or "none"
         raise ValueError(f"search: {search!r} is not recorded in {tracking_uri}; recorded: {names}")
-    parent = client.search_runs([experiment.experiment_id], filter_string=f"tags.`peft_search.search` = '{search}'")
+    parent = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{Tags.SEARCH}` = '{search}'")
     recorded = parent[0].data.params if parent else {}
-    metric = recorded.get("metric", "")
-    runs = client.search_runs([experiment.experiment_id], filter_string="tags.ray_trial_id != ''", max_results=50_000)
+    metric = recorded.get(Params.METRIC, "")
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.{Tags.TRIAL} != ''", max_results=50_000)
     rows = []
     for run in runs:
         tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
         metric = metric or next((m for m in ("accuracy", "rouge2", "bleu", "perplexity") if m in metrics), "")
         rows.append({"search": search, "run_id": run.info.run_id, "run_name": run.info.run_name,
-                     "trial": int(tags.get("optuna_trial") or -1), "preset": tags.get("preset", ""),
-                     "design_id": tags.get("design_id", ""), "budget": float(params.get("budget", "nan")),
-                     "metric": metrics.get(metric, float("nan")), "status": tags.get("status", ""),
-                     "step": int(tags.get("step_reached", 0)), "confirmation": tags.get("confirmation") == "true",
-                     "seed": int(params.get("seed", 0))})
+                     "trial": int(tags.get(Tags.OPTUNA_TRIAL) or -1), "preset": tags.get(Tags.PRESET, ""),
+                     "design_id": tags.get(Tags.DESIGN_ID, ""), "budget": float(params.get(Params.BUDGET, "nan")),
+                     "metric": metrics.get(metric, float("nan")), "status": tags.get(Tags.STATUS, ""),
+                     "step": int(tags.get(Tags.STEP_REACHED, 0)), "confirmation": tags.get(Tags.CONFIRMATION) == "true",
+                     "seed": int(params.get(Params.SEED, 0))})
     frame = pd.DataFrame(rows, columns=COLUMNS)
-    frame.attrs.update(metric=metric, higher_is_better=recorded.get("higher_is_better", "True") == "True")
+    frame.attrs.update(metric=metric, higher_is_better=recorded.get(Params.HIGHER_IS_BETTER, "True") == "True")
     return frame
 
 
 def front(frame: Any) -> Any:
     """The Pareto front of the search's full-budget trials (confirmation runs left out), by budget."""
-    from search.pareto import front as non_dominated
-
     higher_is_better = frame.attrs.get("higher_is_better", True)
-    complete = frame[(frame.status == "completed") & ~frame.confirmation].reset_index(drop=True)
+    complete = frame[(frame.status == Status.COMPLETED) & ~frame.confirmation].reset_index(drop=True)
     sign = 1.0 if higher_is_better else -1.0
-    keep = non_dominated([(sign * m, b) for m, b in zip(complete.metric, complete.budget)])
+    keep = pareto.front([(sign * m, b) for m, b in zip(complete.metric, complete.budget)])
     return complete.iloc[keep].reset_index(drop=True)
 
 
@@ -70,7 +71,7 @@ def compare(tracking_uri: str, searches: Sequence[str]) -> Any:
 def table6(frame: Any) -> Any:
     """The paper's Table 6 layout: method (preset name, or design id), % params, metric (median over seeds of
     the full-budget runs), how many runs, and whether the method is on the front; sorted by budget."""
-    complete = frame[frame.status == "completed"].copy()
+    complete = frame[frame.status == Status.COMPLETED].copy()
     complete["method"] = [p or d for p, d in zip(complete.preset, complete.design_id)]
     complete["on_front"] = complete.run_id.isin(front(frame).run_id)
     table = complete.groupby("method").agg(params_pct=("budget", "first"), metric=("metric", "median"),

@@ -21,7 +21,7 @@ import importlib
 from typing import Any
 
 from peft_space.architectures import ARCHITECTURES, Architecture, register_architecture
-from peft_space.design import Design, Modification
+from peft_space.design import DESIGN_FILE, Design, Modification
 from peft_space.dimensions import (
     DIMENSIONS,
     Boolean,
@@ -35,6 +35,7 @@ from peft_space.dimensions import (
 )
 from peft_space.errors import DesignError, FieldError
 from peft_space.presets import PRESETS, preset, presets, register_preset
+from peft_space.registry import Registry
 from peft_space.sites import SITES, Site, register_site
 from peft_space.space import Composition, Form, Init, InsertionForm, Representation
 
@@ -57,8 +58,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "ARCHITECTURES", "Architecture", "Boolean", "Budget", "Categorical", "Choice", "Composition", "DIMENSIONS",
+    "ARCHITECTURES", "Architecture", "Boolean", "Budget", "Categorical", "Choice", "Composition", "DESIGN_FILE", "DIMENSIONS",
     "Design", "DesignError", "Dimension", "FieldError", "Float", "Form", "Init", "InsertionForm", "Integer", "Modification", "PRESETS",
-    "Representation", "SITES", "Site", "apply", "count_budget", "dimension", "drop_reparameterization", "export_peft", "load", "preset", "presets",
+    "Registry", "Representation", "SITES", "Site", "apply", "count_budget", "dimension", "drop_reparameterization", "export_peft", "load", "preset", "presets",
     "register_architecture", "register_dimension", "register_preset", "register_site", "remove", "save",
 ]

@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from peft_space.errors import DesignError
+from peft_space.registry import Registry
 
 Roles = Mapping[str, str | tuple[str, ...]]
 
@@ -74,21 +74,17 @@ class Target:
         return self.roles.get(role, ())
 
 
-ARCHITECTURES: dict[str, Architecture] = {}
+ARCHITECTURES: Registry[Architecture] = Registry("model_type", "add one with register_architecture")
 
 
 def register_architecture(arch: Architecture) -> Architecture:
     for model_type in arch.model_types:
-        ARCHITECTURES[model_type] = arch
+        ARCHITECTURES.add(model_type, arch)
     return arch
 
 
 def architecture(model_type: str) -> Architecture:
-    try:
-        return ARCHITECTURES[model_type]
-    except KeyError:
-        allowed = ", ".join(sorted(ARCHITECTURES)) + ", encoder-decoder (of those); add one with register_architecture"
-        raise DesignError("model_type", model_type, allowed) from None
+    return ARCHITECTURES[model_type]
 
 
 def find_targets(model: Any) -> list[Target]:

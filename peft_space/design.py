@@ -23,13 +23,15 @@ from peft_space.dimensions import DIMENSIONS
 from peft_space.errors import DesignError
 from peft_space.sites import SITES, site as _site
 
+DESIGN_FILE = "design.json"  # a design as JSON, beside saved weights and in every trial's MLflow record
+
 
 class Modification(Mapping[str, Any]):
     """The resolved values of one site: every active dimension, nothing else."""
 
     def __init__(self, site: str, values: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> None:
         self.site = site
-        self._values = MappingProxyType(resolve(site, values, defaults or {}))
+        self._values = MappingProxyType(resolve_site(site, values, defaults or {}))
 
     def __getitem__(self, key: str) -> Any:
         return self._values[key]
@@ -48,19 +50,19 @@ class Modification(Mapping[str, Any]):
         return f"Modification({self.site!r}, {dict(self._values)!r})"
 
 
-def resolve(site_name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+def resolve_site(site_name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
     """Parse one site's raw values against the dimension declarations, in declaration order.
 
     ``defaults`` (a preset's values) replace the declared defaults; unlike ``raw`` values they are
     dropped where their dimension is inactive, so overriding ``composition`` drops a preset's ``scale``.
     """
     _site(site_name)
-    known = DIMENSIONS.names()
+    known = list(DIMENSIONS)
     for key in raw:
         if key not in known:
             raise DesignError(f"{site_name}.{key}", raw[key], "dimensions " + ", ".join(map(repr, known)))
     values: dict[str, Any] = {"site": site_name}
-    for dim in DIMENSIONS:
+    for dim in DIMENSIONS.values():
         if dim.active(values):
             default = defaults[dim.name] if dim.name in defaults else dim.default(values)
             values[dim.name] = dim.parse(raw.get(dim.name, default), values)

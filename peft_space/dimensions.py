@@ -19,10 +19,11 @@ expensive imports happen.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from peft_space.errors import DesignError
+from peft_space.registry import Registry
 
 Values = Mapping[str, Any]
 """The values resolved so far for one site, in declaration order; ``"site"`` holds the site name."""
@@ -70,10 +71,15 @@ class Dimension:
     def fail(self, values: Values, value: Any, allowed: str | None = None) -> DesignError:
         return DesignError(f"{values['site']}.{self.name}", value, allowed or self.allowed())
 
+    def searched(self) -> str:
+        """What a search tries by default, where that is narrower than what is allowed."""
+        return ""
+
     def describe(self) -> str:
-        """One line for ``--help``: what it is, what is allowed, when it applies."""
+        """One line for ``--help``: what it is, what is allowed and searched, when it applies."""
         when = f" (only {self.active_doc})" if self.active_doc else ""
-        return f"{self.name}: {self.help}; allowed: {self.allowed()}{when}"
+        searched = f"; searched: {self.searched()}" if self.searched() else ""
+        return f"{self.name}: {self.help}; allowed: {self.allowed()}{searched}{when}"
 
 
 V = TypeVar("V")
@@ -88,52 +94,60 @@ class Choice:
 
 
 class Categorical(Dimension, Generic[V]):
-    """A dimension whose values are named objects kept in a registry (users may add more)."""
+    """A dimension whose values are named objects kept in a registry (users may add more).
+
+    ``optional``: a search may also pick "none" for it, which leaves the site unmodified (the functional form:
+    a site without one has no modification)."""
 
     kind = "categorical"
 
-    def __init__(self, name: str, *, check: Callable[[V, Values], str | None] | None = None, **kw: Any):
+    def __init__(self, name: str, *, check: Callable[[V, Values], str | None] | None = None, optional: bool = False,
+                 **kw: Any):
         super().__init__(name, **kw)
-        self._choices: dict[str, V] = {}
-        self._check = check
+        self.registry: Registry[V] = Registry(name)
+        self._check, self.optional = check, optional
 
     def register(self, choice: V) -> V:
         """Add a value; registering an existing name is an error (it would change old designs)."""
-        key = choice.name  # type: ignore[attr-defined]
-        if key in self._choices:
-            raise ValueError(f"{self.name}: value {key!r} is already registered")
-        self._choices[key] = choice
-        return choice
+        return self.registry.add(choice.name, choice)  # type: ignore[attr-defined]
 
     def __getitem__(self, key: str) -> V:
-        return self._choices[key]
+        return self.registry[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._choices)
+        return iter(self.registry)
 
     def choices(self, values: Values | None = None) -> list[str]:
         """The names allowed here; with ``values``, only those that pass the dimension's check."""
         if values is None or self._check is None:
-            return list(self._choices)
-        return [k for k, c in self._choices.items() if self._check(c, values) is None]
+            return list(self.registry)
+        return [k for k, c in self.registry.items() if self._check(c, values) is None]
 
     def allowed(self) -> str:
-        return "one of " + ", ".join(repr(k) for k in self._choices)
+        return self.registry.allowed()
 
     def parse(self, value: Any, values: Values) -> str:
-        if not isinstance(value, str) or value not in self._choices:
+        if not isinstance(value, str) or value not in self.registry:
             raise self.fail(values, value)
-        if self._check is not None and (problem := self._check(self._choices[value], values)):
+        if self._check is not None and (problem := self._check(self.registry[value], values)):
             raise self.fail(values, value, problem)
         return value
 
 
 class Integer(Dimension):
+    """``low``..``high`` is what a design may hold; ``search`` the range a search samples by default (on a log scale
+    if ``log``), which a spec's ``ranges`` may change within ``low``..``high``."""
+
     kind = "int"
 
-    def __init__(self, name: str, *, low: int, high: int, log: bool = False, **kw: Any):
+    def __init__(self, name: str, *, low: int, high: int, log: bool = False, search: tuple[int, int] | None = None,
+                 **kw: Any):
         super().__init__(name, **kw)
         self.low, self.high, self.log = low, high, log
+        self.search = search or (low, high)
+
+    def searched(self) -> str:
+        return f"[{self.search[0]}, {self.search[1]}]" + (", log scale" if self.log else "")
 
     def allowed(self) -> str:
         return f"an integer in [{self.low}, {self.high}]"
@@ -149,11 +163,18 @@ class Integer(Dimension):
 
 
 class Float(Dimension):
+    """As ``Integer``, for real numbers."""
+
     kind = "float"
 
-    def __init__(self, name: str, *, low: float, high: float, log: bool = False, **kw: Any):
+    def __init__(self, name: str, *, low: float, high: float, log: bool = False,
+                 search: tuple[float, float] | None = None, **kw: Any):
         super().__init__(name, **kw)
         self.low, self.high, self.log = low, high, log
+        self.search = search or (low, high)
+
+    def searched(self) -> str:
+        return f"[{self.search[0]:g}, {self.search[1]:g}]" + (", log scale" if self.log else "")
 
     def allowed(self) -> str:
         return f"a number in [{self.low:g}, {self.high:g}]"
@@ -182,39 +203,17 @@ class Boolean(Dimension):
         raise self.fail(values, value)
 
 
-@dataclass
-class Registry:
-    """The ordered set of dimensions. Order matters: ``active`` may only read earlier dimensions."""
-
-    dimensions: dict[str, Dimension] = field(default_factory=dict)
-
-    def register(self, dimension: Dimension) -> Dimension:
-        if dimension.name in self.dimensions or dimension.name == "site":
-            raise ValueError(f"dimension {dimension.name!r} is already registered")
-        self.dimensions[dimension.name] = dimension
-        return dimension
-
-    def __getitem__(self, name: str) -> Dimension:
-        return self.dimensions[name]
-
-    def __iter__(self) -> Iterator[Dimension]:
-        return iter(list(self.dimensions.values()))
-
-    def names(self) -> list[str]:
-        return list(self.dimensions)
-
-
-DIMENSIONS = Registry()
+# The dimensions, in order: ``active`` may only read earlier dimensions.
+DIMENSIONS: Registry[Dimension] = Registry("dimension", "add one with register_dimension")
 
 
 def register_dimension(dimension: Dimension) -> Dimension:
     """Add a whole new design dimension (see README, "Extending the space")."""
-    return DIMENSIONS.register(dimension)
+    if dimension.name == "site":  # a design's keys name its sites
+        raise DesignError("dimension", dimension.name, "a name other than 'site'")
+    return DIMENSIONS.add(dimension.name, dimension)
 
 
 def dimension(name: str) -> Dimension:
     """The declaration of a dimension by name."""
-    try:
-        return DIMENSIONS[name]
-    except KeyError:
-        raise DesignError("dimension", name, "one of " + ", ".join(map(repr, DIMENSIONS.names()))) from None
+    return DIMENSIONS[name]

@@ -20,7 +20,7 @@ from peft_space.inject import head_modules
 from peft_space.layers import Insertion, Scaled
 
 WEIGHTS = "adapter_model.safetensors"
-LORA = "a LoRA design: linear form, parallel insertion, add or fixed scaled composition on whole projections"
+LORA_ONLY = "a LoRA design: linear form, parallel insertion, add or fixed scaled composition on whole projections"
 
 
 def _check(model: nn.Module) -> None:
@@ -34,7 +34,7 @@ def _check(model: nn.Module) -> None:
             and mod["composition"] in ("add", "scaled") and all(x == h for x, h in rep.taps) and not rep.inside_attention
         )
         if not lora:
-            raise DesignError(f"design.{site}", dict(mod), LORA)
+            raise DesignError(f"design.{site}", dict(mod), LORA_ONLY)
 
 
 def export_peft(model: nn.Module, path: str | Path) -> Path:
@@ -45,7 +45,7 @@ def export_peft(model: nn.Module, path: str | Path) -> Path:
         if not isinstance(module, Insertion):
             continue
         if module.out_slice is not None:
-            raise DesignError("design", model.peft_design.id, LORA + " (PEFT cannot adapt part of a fused q|k|v)")
+            raise DesignError("design", model.peft_design.id, LORA_ONLY + " (PEFT cannot adapt part of a fused q|k|v)")
         target = name.rsplit(".", 1)[0]
         rank = module.delta.down.out_features
         scale = float(module.composition.scale) if isinstance(module.composition, Scaled) else 1.0

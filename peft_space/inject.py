@@ -28,7 +28,7 @@ from peft_space.layers import Added, Add, BiasShift, Bottleneck, Insertion
 from peft_space.sites import SITES
 from peft_space.space import REPRESENTATION, Representation
 
-PREFIX = "peft_"
+MODULE_PREFIX = "peft_"
 
 
 @dataclass
@@ -70,7 +70,7 @@ def features(module: nn.Module) -> tuple[int, int]:
 
 def _selected(mod: Modification, target: Target) -> bool:
     """Dimensions with a ``select`` hook (e.g. a user's "which layers") decide if a target is modified."""
-    return all(dim.select(mod[dim.name], target) for dim in DIMENSIONS if dim.select and dim.name in mod)
+    return all(dim.select(mod[dim.name], target) for dim in DIMENSIONS.values() if dim.select and dim.name in mod)
 
 
 def _fits(rep: Representation, target: Target) -> bool:
@@ -149,14 +149,14 @@ def _add_inside_attention(model: nn.Module, taps: list[Tap]) -> None:
         encoder = None
         if form.kind == "prefix":
             encoder = PrefixEncoder(length, d_model, len(group), 2 * kv_heads * head_dim, **factory)
-            model.add_module(f"{PREFIX}prefix_{site}_{kind}", encoder)
+            model.add_module(f"{MODULE_PREFIX}prefix_{site}_{kind}", encoder)
         gated_exactly = form.kind == "prefix" and mod["composition"] == "gated"
         for index, tap in enumerate(group):
             composition = None if gated_exactly else mod.choice("composition").build((heads, head_dim), dict(mod), **factory)
             head = HeadInsertion(form, composition, length, heads, kv_heads, head_dim, encoder, index, **factory)
             if form.kind == "bottleneck":
                 mod.choice("init").apply(head.down, head.up)
-            tap.h_module.add_module(f"{PREFIX}head", head)
+            tap.h_module.add_module(f"{MODULE_PREFIX}head", head)
 
 
 def head_modules(model: nn.Module) -> list[nn.Module]:
@@ -189,11 +189,11 @@ def apply(model: nn.Module, design: Design) -> nn.Module:
             from peft_space.prompt import PromptEmbedding
 
             prompt = PromptEmbedding(tap.modification["bottleneck"], model.get_input_embeddings(), **_factory(model))
-            model.add_module(f"{PREFIX}prompt", prompt)
+            model.add_module(f"{MODULE_PREFIX}prompt", prompt)
             prompt.hook(model)
             continue
         insertion = _hooked(tap)
-        tap.h_module.add_module(f"{PREFIX}{tap.site}_{i}", insertion)
+        tap.h_module.add_module(f"{MODULE_PREFIX}{tap.site}_{i}", insertion)
         insertion.hook(tap.x_module, tap.h_module)
     model.peft_design = design
     return model

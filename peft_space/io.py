@@ -17,11 +17,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from peft_space.attention import HeadInsertion, PrefixEncoder, drop_reparameterization
-from peft_space.design import Design
+from peft_space.design import DESIGN_FILE, Design
 from peft_space.errors import DesignError
-from peft_space.inject import PREFIX, apply, head_modules
+from peft_space.inject import MODULE_PREFIX, apply, head_modules
 
-DESIGN_FILE = "design.json"
 WEIGHTS_FILE = "modification.safetensors"
 
 
@@ -32,7 +31,7 @@ def _trained_state(model: nn.Module) -> dict[str, torch.Tensor]:
     state = {
         name: tensor
         for name, tensor in model.state_dict().items()
-        if (f".{PREFIX}" in f".{name}" or name.split(".")[0] in heads) and name.split(".")[0] not in encoders
+        if (f".{MODULE_PREFIX}" in f".{name}" or name.split(".")[0] in heads) and name.split(".")[0] not in encoders
     }
     for name, module in model.named_modules():
         if isinstance(module, HeadInsertion) and module.prefix_form and module.prefix is None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from peft_space.design import Design
 from peft_space.errors import DesignError
+from peft_space.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -21,15 +22,12 @@ class Preset:
     sites: Mapping[str, Mapping[str, Any]]
 
 
-PRESETS: dict[str, Preset] = {}
+PRESETS: Registry[Preset] = Registry("preset")
 
 
 def register_preset(name: str, help: str, **sites: Mapping[str, Any]) -> Preset:
-    if name in PRESETS:
-        raise ValueError(f"preset {name!r} is already registered")
     Design(sites)  # a preset must be a valid point
-    PRESETS[name] = Preset(name, help, sites)
-    return PRESETS[name]
+    return PRESETS.add(name, Preset(name, help, sites))
 
 
 def presets() -> list[str]:
@@ -37,10 +35,7 @@ def presets() -> list[str]:
 
 
 def preset(name: str, **overrides: Any) -> Design:
-    try:
-        spec = PRESETS[name]
-    except KeyError:
-        raise DesignError("preset", name, "one of " + ", ".join(map(repr, PRESETS))) from None
+    spec = PRESETS[name]
     sites: dict[str, dict[str, Any]] = {site: {} for site in spec.sites}
     for key, value in overrides.items():
         site, dot, dim = key.partition(".")
@@ -91,16 +86,16 @@ register_preset(
     "pa_attn_pa_ffn", "PA (attn, r=30) + PA (ffn, r=512)", attn={**PA, "bottleneck": 30}, ffn={**PA, "bottleneck": 512}
 )
 
-PREFIX = {"form": "softmax", "representation": "head", "composition": "gated"}
-register_preset("prefix", "prefix tuning (Li & Liang), exact gate", attn={**PREFIX, "bottleneck": 200})
-register_preset("prefix_nogate", "prefix tuning without the gate, h + Δh (Table 4)", attn={**PREFIX, "composition": "add", "bottleneck": 30})
+PREFIX_TUNING = {"form": "softmax", "representation": "head", "composition": "gated"}
+register_preset("prefix", "prefix tuning (Li & Liang), exact gate", attn={**PREFIX_TUNING, "bottleneck": 200})
+register_preset("prefix_nogate", "prefix tuning without the gate, h + Δh (Table 4)", attn={**PREFIX_TUNING, "composition": "add", "bottleneck": 30})
 register_preset("mh_pa_attn", "multi-head parallel adapter (Table 4)", attn={**PA, "representation": "head", "bottleneck": 200})
 register_preset("prompt_tuning", "prompt tuning (Lester et al.): l input embeddings", input={"form": "prompt", "bottleneck": 100})
 register_preset(
-    "prefix_lora_ffn", "prefix tuning (attn, l=30) + LoRA (ffn, r=102)", attn={**PREFIX, "bottleneck": 30},
+    "prefix_lora_ffn", "prefix tuning (attn, l=30) + LoRA (ffn, r=102)", attn={**PREFIX_TUNING, "bottleneck": 30},
     ffn={**LORA, "representation": "ffn_w1_w2", "bottleneck": 102},
 )
 register_preset(
     "mam", "MAM adapter: prefix tuning (attn, l=30) + scaled parallel adapter (ffn, r=512, s=4, LoRA init)",
-    attn={**PREFIX, "bottleneck": 30}, ffn={**SCALED_PA, "bottleneck": 512},
+    attn={**PREFIX_TUNING, "bottleneck": 30}, ffn={**SCALED_PA, "bottleneck": 512},
 )

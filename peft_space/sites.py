@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from peft_space.errors import DesignError
+from peft_space.registry import Registry
 
 ATTENTION_KINDS = ("encoder", "decoder", "cross")
 
@@ -30,21 +30,15 @@ class Site:
         return self.sublayer == other.sublayer and (self.sublayer != "attn" or bool(set(self.kinds) & set(other.kinds)))
 
 
-SITES: dict[str, Site] = {}
+SITES: Registry[Site] = Registry("site")
 
 
 def register_site(site: Site) -> Site:
-    if site.name in SITES:
-        raise ValueError(f"site {site.name!r} is already registered")
-    SITES[site.name] = site
-    return site
+    return SITES.add(site.name, site)
 
 
 def site(name: str) -> Site:
-    try:
-        return SITES[name]
-    except KeyError:
-        raise DesignError("site", name, "one of " + ", ".join(map(repr, SITES))) from None
+    return SITES[name]
 
 
 register_site(Site("attn", "attn", ATTENTION_KINDS, "every attention sub-layer"))

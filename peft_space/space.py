@@ -139,6 +139,7 @@ FORM: Categorical[Form] = Categorical(
     help="functional form of the modification Δh",
     default=lambda values: "prompt" if _sublayer(values) == "input" else "relu",
     check=_form_fits_site,
+    optional=True,
 )
 INSERTION: Categorical[InsertionForm] = Categorical(
     "insertion",
@@ -167,6 +168,7 @@ SCALE = Float(
     low=0.01,
     high=100.0,
     log=True,
+    search=(0.5, 8.0),
     default=4.0,
     active=lambda values: values.get("composition") == "scaled",
     active_doc="with composition='scaled'",
@@ -184,6 +186,7 @@ BOTTLENECK = Integer(
     low=1,
     high=65536,
     log=True,
+    search=(1, 512),
     default=64,
     active=lambda values: _form(values).sized,
     active_doc="for forms with a size",

@@ -30,10 +30,10 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from ray.tune import Callback  # noqa: E402
 
+from search.schema import Params, Status, Tags  # noqa: E402
+
 log = logging.getLogger(__name__)
 
-SEARCH_TAG = "peft_search.search"
-TRIAL_TAG = "ray_trial_id"
 MAX_PARAM = 6000  # MLflow's limit on a param value
 
 
@@ -54,10 +54,10 @@ def experiment_id(mlflow: MlflowClient, name: str, artifacts: Path) -> str:
 
 def parent_run(mlflow: MlflowClient, experiment: str, name: str, params: Mapping[str, Any]) -> str:
     """The search's parent run: found by its tag (a resumed search keeps it) or created."""
-    runs = mlflow.search_runs([experiment], filter_string=f"tags.`{SEARCH_TAG}` = '{name}'", max_results=1)
+    runs = mlflow.search_runs([experiment], filter_string=f"tags.`{Tags.SEARCH}` = '{name}'", max_results=1)
     if runs:
         return runs[0].info.run_id
-    run = mlflow.create_run(experiment, run_name=name, tags={SEARCH_TAG: name})
+    run = mlflow.create_run(experiment, run_name=name, tags={Tags.SEARCH: name})
     mlflow.log_batch(run.info.run_id, params=[Param(k, _text(v)) for k, v in params.items()])
     return run.info.run_id
 
@@ -162,7 +162,7 @@ class Recorder(Callback):
                             "result": dict(trial.last_result or {})})
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        result = {**(trial.last_result or {}), "status": "failed", "error": str(trial.error_file or "the trial raised")}
+        result = {**(trial.last_result or {}), "status": Status.FAILED, "error": str(trial.error_file or "the trial raised")}
         self.writer.submit({"op": "finish", "trial": trial.trial_id, "config": trial.config, "result": result})
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
@@ -182,7 +182,7 @@ class Recorder(Callback):
             return
         step, when = int(result.get("step", 0)), int(1000 * result.get("timestamp", time.time()))  # replay-safe
         metrics = [Metric(k, float(v), when, step) for k, v in result.items() if _is_number(v) and k not in NOT_METRICS]
-        where = [RunTag("node_id", str(result["node_id"]))] if "node_id" in result else []  # where it runs now
+        where = [RunTag(Tags.NODE_ID, str(result["node_id"]))] if "node_id" in result else []  # where it runs now
         self.mlflow.log_batch(run, metrics=metrics, params=self._new_params(run, _resolved(result)), tags=where)
 
     def _finish(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> None:
@@ -190,17 +190,18 @@ class Recorder(Callback):
         if run is None:
             return
         step, total = int(result.get("step", 0)), int(result.get("total_steps", 0))
-        status = result.get("status", "failed")
-        if status != "failed" and step < total:
-            status, fidelity = "stopped", f"stopped by ASHA at step {step}"
+        status = Status(result.get("status", Status.FAILED))
+        if status != Status.FAILED and step < total:
+            status, fidelity = Status.STOPPED, f"stopped by ASHA at step {step}"
         else:
-            fidelity = "full budget" if status == "completed" else f"{status} at step {step}"
-        tags = {"status": status, "fidelity": fidelity, "step_reached": str(step), "node_id": result.get("node_id", "")}
+            fidelity = "full budget" if status == Status.COMPLETED else f"{status} at step {step}"
+        tags = {Tags.STATUS: status, Tags.FIDELITY: fidelity, Tags.STEP_REACHED: str(step),
+                Tags.NODE_ID: result.get("node_id", "")}
         if result.get("error"):
-            tags["error"] = _text(result["error"])
-        self.mlflow.log_batch(run, tags=[RunTag(k, v) for k, v in tags.items()],
+            tags[Tags.ERROR] = _text(result["error"])
+        self.mlflow.log_batch(run, tags=[RunTag(k, str(v)) for k, v in tags.items()],
                               params=self._new_params(run, _resolved(result)))
-        self.mlflow.set_terminated(run, RunStatus.to_string(RunStatus.FAILED if status == "failed" else RunStatus.FINISHED))
+        self.mlflow.set_terminated(run, RunStatus.to_string(RunStatus.FAILED if status == Status.FAILED else RunStatus.FINISHED))
         self.finished.add(trial_id)
 
     def _new_params(self, run: str, values: Mapping[str, Any]) -> list[Param]:
@@ -216,7 +217,7 @@ class Recorder(Callback):
             return None
         if trial_id not in self.runs:
             found = self.mlflow.search_runs([self.experiment], max_results=1,
-                                            filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}'")
+                                            filter_string=f"tags.`{Tags.TRIAL}` = '{trial_id}'")
             if found and found[0].info.status in ("FINISHED", "FAILED"):
                 self.finished.add(trial_id)
                 return None
@@ -229,14 +230,14 @@ class Recorder(Callback):
         confirmation = "case" in config
         config = unfold(config)
         design = _design(config)
-        tags = {"mlflow.parentRunId": self.parent, TRIAL_TAG: trial_id, "design_id": design_id(design),
-                "optuna_trial": str(config.get("optuna_trial", "")), "preset": config.get("preset", ""), "status": "running",
-                "confirmation": str(confirmation).lower()}
+        tags = {Tags.PARENT: self.parent, Tags.TRIAL: trial_id, Tags.DESIGN_ID: design_id(design),
+                Tags.OPTUNA_TRIAL: str(config.get("optuna_trial", "")), Tags.PRESET: config.get("preset", ""),
+                Tags.STATUS: Status.RUNNING, Tags.CONFIRMATION: str(confirmation).lower()}
         run = self.mlflow.create_run(self.experiment, run_name=f"{self.search}-{config.get('optuna_trial', trial_id)}",
                                      tags=tags)
         untouched = {f"{site}.form": "none" for site in self.sites}  # a searched site left alone is a value too
-        params = {**self.constants, **untouched, **(config["design"] or {}), "budget": config["budget"],
-                  "seed": config["seed"]}
+        params = {**self.constants, **untouched, **(config["design"] or {}), Params.BUDGET: config["budget"],
+                  Params.SEED: config["seed"]}
         self.mlflow.log_batch(run.info.run_id, params=[Param(k, _text(v)) for k, v in params.items()])
         if design is not None:  # full fine-tuning has no design to save
             self.mlflow.log_text(run.info.run_id, design.to_json(), "design.json")
@@ -272,17 +273,17 @@ def record_summary(mlflow: MlflowClient, search: str, summary: Any, weights: Map
     """After a search: tag every trial run ``pareto`` true/false, attach each front trial's trained modification
     (``weights``: Optuna trial -> the folder ``peft_space.save`` wrote), and give the parent run the front
     (CSV, JSON), the importance table, the hypervolume and the Pareto plot (HTML with its JavaScript, PNG)."""
-    from dashboards.plots import pareto_figure, pareto_png, write_html
+    from search.plots import pareto_figure, pareto_png, write_html
     from search.report import describe
 
     experiment = mlflow.get_experiment_by_name(search).experiment_id
-    parent = mlflow.search_runs([experiment], filter_string=f"tags.`{SEARCH_TAG}` = '{search}'")[0].info.run_id
-    children = mlflow.search_runs([experiment], max_results=50_000, filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
+    parent = mlflow.search_runs([experiment], filter_string=f"tags.`{Tags.SEARCH}` = '{search}'")[0].info.run_id
+    children = mlflow.search_runs([experiment], max_results=50_000, filter_string=f"tags.`{Tags.PARENT}` = '{parent}'")
     on_front = {str(row.trial) for row in summary.front}
     for run in children:
-        trial = run.data.tags.get("optuna_trial")
-        mlflow.set_tag(run.info.run_id, "pareto", str(trial in on_front).lower())
-        if trial in on_front and run.data.tags.get("confirmation") == "false" and int(trial) in weights:
+        trial = run.data.tags.get(Tags.OPTUNA_TRIAL)
+        mlflow.set_tag(run.info.run_id, Tags.PARETO, str(trial in on_front).lower())
+        if trial in on_front and run.data.tags.get(Tags.CONFIRMATION) == "false" and int(trial) in weights:
             mlflow.log_artifacts(run.info.run_id, str(weights[int(trial)]), "modification")
     rows = [{**asdict(row), "description": describe(row.design_json) if row.design_json else ""}
             for row in [*summary.rows, *summary.stopped]]

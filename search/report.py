@@ -1,7 +1,7 @@
 """What a search found, read from its Optuna study: the front, its hypervolume, what mattered, where MAM ranks.
 
-Only ``COMPLETE`` trials (full budget) take part; pruned (ASHA-stopped) and failed trials are counted but
-never on the front.
+Only completed trials (full budget; Optuna's ``COMPLETE``) take part; stopped (by ASHA; Optuna's ``PRUNED``) and
+failed trials are counted but never on the front.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.pareto import front, hypervolume
+from search.schema import Status
 
 
 @dataclass
@@ -22,10 +23,10 @@ class Row:
     trial: int
     design: str  # the preset's name, or the design id
     budget: float  # % of the pretrained model
-    metric: float  # final (complete) or last reported before ASHA stopped it (stopped)
+    metric: float  # final (completed) or last reported before ASHA stopped it (stopped)
     on_front: bool
     design_json: str = ""
-    status: str = "complete"  # or "stopped"
+    status: Status = Status.COMPLETED  # or Status.STOPPED
     step: int = 0  # optimiser steps reached
     ray_trial_id: str = ""
     metric_se: float | None = None  # standard error of ``metric`` over the validation examples
@@ -40,7 +41,7 @@ class Summary:
     higher_is_better: bool
     rows: list[Row]  # every full-budget trial, front first then by budget
     stopped: list[Row]  # ASHA-stopped trials at the step they reached (plotted, never on the front)
-    counts: dict[str, int]  # complete, pruned, failed, infeasible, running
+    counts: dict[Status, int]  # trials by outcome
     reference: tuple[float, float]  # (worst metric, largest budget) the hypervolume is measured from
     hypervolume: float
     importance: dict[str, float] = field(default_factory=dict)  # design dimension -> importance for the metric
@@ -63,10 +64,10 @@ def summarise(study: optuna.Study, metric: str, higher_is_better: bool, referenc
     metrics = [(confirmed or {}).get(t.number, t.values[0]) for t in complete]
     points = [(sign * m, t.values[1]) for m, t in zip(metrics, complete)]
     on_front = set(front(points))
-    rows = [_row(t, m, i in on_front, "complete") for i, (m, t) in enumerate(zip(metrics, complete))]
+    rows = [_row(t, m, i in on_front, Status.COMPLETED) for i, (m, t) in enumerate(zip(metrics, complete))]
     _mark_noise(rows, sign)
     rows.sort(key=lambda r: (not r.on_front, r.budget, -sign * r.metric))
-    stopped = [_row(t, t.user_attrs["last_metric"], False, "stopped")
+    stopped = [_row(t, t.user_attrs["last_metric"], False, Status.STOPPED)
                for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if "last_metric" in t.user_attrs]
     area = hypervolume(points, (sign * reference[0], reference[1]))
     return Summary(metric, higher_is_better, rows, stopped, _counts(study.trials), reference, area,
@@ -89,7 +90,7 @@ def _mark_noise(rows: list[Row], sign: float) -> None:
                 break
 
 
-def _row(t: FrozenTrial, metric: float, on_front: bool, status: str) -> Row:
+def _row(t: FrozenTrial, metric: float, on_front: bool, status: Status) -> Row:
     attrs = t.user_attrs
     return Row(t.number, attrs.get("preset") or attrs.get("design_id", ""), attrs["budget"], metric, on_front,
                attrs.get("design", ""), status, attrs.get("step", 0), attrs.get("ray_trial_id", ""),
@@ -102,14 +103,17 @@ def _with_se(value: float | None, se: float | None) -> str:
     return f"{value:.4f}" + (f" ± {se:.4f}" if se is not None else "")
 
 
-def _counts(trials: list[FrozenTrial]) -> dict[str, int]:
-    """Trials by outcome; designs rejected for the budget cap are ``infeasible``, not ``failed``."""
-    def outcome(t: FrozenTrial) -> str:
-        if "infeasible" in t.user_attrs:
-            return "infeasible"
-        return {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}.get(t.state, "running")
+OUTCOMES = {TrialState.COMPLETE: Status.COMPLETED, TrialState.PRUNED: Status.STOPPED, TrialState.FAIL: Status.FAILED}
 
-    counts = dict.fromkeys(("complete", "pruned", "failed", "running", "infeasible"), 0)
+
+def _counts(trials: list[FrozenTrial]) -> dict[Status, int]:
+    """Trials by outcome; designs rejected for the budget cap are ``infeasible``, not ``failed``."""
+    def outcome(t: FrozenTrial) -> Status:
+        if "infeasible" in t.user_attrs:
+            return Status.INFEASIBLE
+        return OUTCOMES.get(t.state, Status.RUNNING)
+
+    counts = dict.fromkeys(Status, 0)
     for t in trials:
         counts[outcome(t)] += 1
     return counts

@@ -15,11 +15,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from peft_space import Design, DesignError, FieldError
-from peft_space.io import DESIGN_FILE
+from peft_space import DESIGN_FILE, Design, DesignError, FieldError
 from search.records import client
-
-REPRODUCES = "peft_search.reproduces"
+from search.schema import Params, Status, Tags
 
 
 def _run(tracking_uri: str, run_id: str) -> Any:
@@ -35,12 +33,12 @@ def recorded_inputs(run: Any) -> dict[str, Any]:
     from trainers import TrainConfig
 
     params = run.data.params
-    missing = [k for k in ("task", "model", "seed", "data") if k not in params]
+    missing = [k for k in ("task", "model", Params.SEED, "data") if k not in params]
     if missing:
         raise FieldError("RUN_ID", run.info.run_id, f"a finished trial run (this one lacks {', '.join(missing)})")
     hyper = {f.name: params[f.name] for f in fields(TrainConfig) if f.name in params}
     data = params["data"]
-    return {"task": params["task"], "model": params["model"], "seed": int(params["seed"]),
+    return {"task": params["task"], "model": params["model"], "seed": int(params[Params.SEED]),
             "data_dir": None if data.startswith("hub:") else data, **hyper}
 
 
@@ -61,17 +59,17 @@ def reproduce(tracking_uri: str, run_id: str, seed: int | None = None) -> tuple[
                             progress=True, **inputs)
     new = {**result.validation, **{f"test_{k}": v for k, v in result.test.items()}}
     recorded = {k: v for k, v in run.data.metrics.items() if k in new}
-    tags = {REPRODUCES: run_id, "status": result.status, "design_id": design.id,
-            "mlflow.parentRunId": run.data.tags.get("mlflow.parentRunId", "")}
+    tags = {Tags.REPRODUCES: run_id, Tags.STATUS: str(result.status), Tags.DESIGN_ID: design.id,
+            Tags.PARENT: run.data.tags.get(Tags.PARENT, "")}
     copy = mlflow.create_run(run.info.experiment_id, run_name=f"{run.info.run_name}-reproduced", tags=tags)
     now = int(time.time() * 1000)
     metrics = [Metric(k, float(v), now, step) for step, values in history for k, v in values.items()]
     metrics += [Metric(k, float(v), now, result.step) for k, v in new.items() if k.startswith("test_")]
-    params = {**run.data.params, "seed": str(inputs["seed"])}
+    params = {**run.data.params, Params.SEED: str(inputs["seed"])}
     mlflow.log_batch(copy.info.run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()],
-                     tags=[RunTag("step_reached", str(result.step))])
+                     tags=[RunTag(Tags.STEP_REACHED, str(result.step))])
     mlflow.log_text(copy.info.run_id, design.to_json(), "design.json")
-    mlflow.set_terminated(copy.info.run_id, "FINISHED" if result.status == "completed" else "FAILED")
+    mlflow.set_terminated(copy.info.run_id, "FINISHED" if result.status == Status.COMPLETED else "FAILED")
     return recorded, new, copy.info.run_id
 
 
@@ -80,7 +78,7 @@ def export(tracking_uri: str, run_id: str, out: str | Path) -> Path:
     are also written in HF peft's format under ``out/peft``."""
     import peft_space
     import trainers
-    from trainers.models import prepare
+    from trainers import prepare
 
     mlflow, run = _run(tracking_uri, run_id)
     if not any(a.path == "modification" for a in mlflow.list_artifacts(run_id)):

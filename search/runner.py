@@ -24,8 +24,8 @@ from typing import Any
 import yaml
 
 import trainers
+from search.schema import Params, Status
 from search.spec import Spec, load
-from trainers.models import check_model
 
 log = logging.getLogger(__name__)
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -52,7 +52,7 @@ def run(spec: Spec, *, resume: bool = False, verbose: int = 1) -> Any:
     if saved.exists() and not resume:
         raise FieldError("name", spec.name, f"a name not used under {spec.root} (continue this one with "
                                             f"`peft-search resume {spec.name}`)")
-    check_model(spec.model)  # a model transformers cannot resolve, before anything starts or is written
+    trainers.check_model(spec.model)  # a model transformers cannot resolve, before anything starts or is written
     _connect(spec)  # an unreachable cluster is refused before anything is written
     saved.parent.mkdir(parents=True, exist_ok=True)
     saved.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
@@ -251,7 +251,7 @@ def _params(spec: Spec) -> dict[str, Any]:
             flat |= {f"{key}.{k}": v for k, v in value.items()}
         else:
             flat[key] = value
-    flat |= {"metric": spec.task_def.validation_metric, "higher_is_better": spec.task_def.higher_is_better}
+    flat |= {Params.METRIC: spec.task_def.validation_metric, Params.HIGHER_IS_BETTER: spec.task_def.higher_is_better}
     return {k: v for k, v in flat.items() if k not in ("storage", "tracking_uri")}  # URLs may carry credentials
 
 
@@ -272,10 +272,10 @@ def reference(spec: Spec) -> tuple[float, float]:
 
 
 def summarise(spec: Spec, confirmed: dict[int, float] | None = None) -> Any:
-    from search.report import summarise as from_study
+    from search import report
 
     task = spec.task_def
-    return from_study(study(spec), task.validation_metric, task.higher_is_better, reference(spec), confirmed)
+    return report.summarise(study(spec), task.validation_metric, task.higher_is_better, reference(spec), confirmed)
 
 
 def confirm(spec: Spec, summary: Any, verbose: int) -> dict[int, float]:
@@ -288,7 +288,7 @@ def confirm(spec: Spec, summary: Any, verbose: int) -> dict[int, float]:
     results = run_cases(spec, f"{spec.name}-confirm", configs, verbose)
     by_trial: dict[int, list[float]] = {}
     for result in results:
-        if result.metrics and result.metrics.get("status") == "completed":
+        if result.metrics and result.metrics.get("status") == Status.COMPLETED:
             by_trial.setdefault(result.config["case"]["optuna_trial"], []).append(result.metrics[task.validation_metric])
     return {row.trial: statistics.median([row.metric, *by_trial.get(row.trial, [])]) for row in front}
 
@@ -318,8 +318,7 @@ def _design_dict(row: Any) -> dict[str, Any]:
 
 def record_summary(spec: Spec, summary: Any) -> None:
     """Tag the trials' runs on or off the front; attach the front's weights, tables and plots (``records``)."""
-    from search.records import client
-    from search.records import record_summary as record
+    from search import records
 
     trials = experiment_dir(spec) / spec.name
     weights = {}
@@ -327,4 +326,4 @@ def record_summary(spec: Spec, summary: Any) -> None:
         checkpoints = sorted(trials.glob(f"trial_{row.ray_trial_id}/checkpoint_*"))
         if checkpoints:
             weights[row.trial] = checkpoints[-1]
-    record(client(spec.tracking_uri), spec.name, summary, weights)
+    records.record_summary(records.client(spec.tracking_uri), spec.name, summary, weights)

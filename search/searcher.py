@@ -29,8 +29,9 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from peft_space import Design, DesignError
+from search.schema import Status
 from search.space import Space, params_of, suggest
-from trainers.metrics import SE
+from trainers import SE
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ def open_storage(url: str | optuna.storages.BaseStorage) -> str | optuna.storage
 
 def outcome(result: dict[str, Any] | None, error: bool, metric: str) -> tuple[TrialState, list[float] | None, dict]:
     """How a Ray trial's last result reads to Optuna: complete at full budget, pruned if stopped early, else failed."""
-    if error or not result or result.get("status") == "failed" or metric not in result:
+    if error or not result or result.get("status") == Status.FAILED or metric not in result:
         return TrialState.FAIL, None, {"error": (result or {}).get("error") or "the trial raised (see Ray's log)"}
     step, total = int(result.get("step", 0)), int(result.get("total_steps", 0))
     attrs = {"step": step, "last_metric": float(result[metric])}

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from peft_space import PRESETS, Categorical, Design
-from peft_space.dimensions import DIMENSIONS, Boolean, Dimension, Float, Integer
+from peft_space import DIMENSIONS, Boolean, Dimension, Float, Integer
 
 NONE = "none"
 Menu = Mapping[str, Mapping[str, Sequence[Any]]]  # preset name -> dimension -> the values to try
@@ -39,11 +39,12 @@ class Trial(Protocol):  # the part of optuna.Trial used here (also satisfied by 
 
 @dataclass(frozen=True)
 class Space:
-    """What to search: sites, allowed values per dimension (default: all) and numeric ranges."""
+    """What to search: sites, allowed values per dimension (default: all) and numeric ranges (default: each
+    dimension's declared ``search`` range)."""
 
     sites: tuple[str, ...] = ("attn", "ffn")
     values: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # dimension -> allowed values
-    ranges: Mapping[str, tuple[float, float]] = field(default_factory=lambda: {"bottleneck": (1, 512), "scale": (0.5, 8.0)})
+    ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # dimension -> (low, high)
     menus: Mapping[str, Menu] = field(default_factory=dict)  # site -> its menu (instead of every dimension)
 
 
@@ -57,7 +58,7 @@ def suggest(trial: Trial, space: Space) -> Design:
                 sites[site] = chosen
             continue
         values: dict[str, Any] = {"site": site}
-        for dim in DIMENSIONS:
+        for dim in DIMENSIONS.values():
             if not dim.active(values):
                 continue
             value = _suggest(trial, dim, values, space)
@@ -107,7 +108,7 @@ def _suggest(trial: Trial, dim: Dimension, values: dict[str, Any], space: Space)
     key = f"{values['site']}.{dim.name}"
     if isinstance(dim, Categorical):
         allowed = [c for c in dim.choices(values) if c in space.values.get(dim.name, dim.choices())]
-        if dim.name == "form":
+        if dim.optional:
             return trial.suggest_categorical(key, [NONE, *allowed])
         if not allowed:
             raise ValueError(f"{key}: the search space leaves no value")
@@ -117,7 +118,7 @@ def _suggest(trial: Trial, dim: Dimension, values: dict[str, Any], space: Space)
         return trial.suggest_categorical(name, allowed)
     if isinstance(dim, Boolean):
         return trial.suggest_categorical(key, list(space.values.get(dim.name, (False, True))))
-    low, high = space.ranges.get(dim.name, (dim.low, dim.high))
+    low, high = space.ranges.get(dim.name, dim.search)
     if isinstance(dim, Integer):
         return trial.suggest_int(key, int(low), int(high), log=dim.log)
     if isinstance(dim, Float):
@@ -134,7 +135,7 @@ def params_of(design: Design, space: Space) -> dict[str, Any]:
             params |= _menu_params(site, space.menus[site], mod)
             continue
         values: dict[str, Any] = {"site": site}
-        for dim in DIMENSIONS:
+        for dim in DIMENSIONS.values():
             if not dim.active(values):
                 continue
             value = mod[dim.name] if mod is not None else NONE

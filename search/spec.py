@@ -1,44 +1,25 @@
 """The search spec: a YAML file (or the same keys from the command line), validated before heavy imports.
 
-Every problem is reported at once, one line each, naming the field, the value and what is allowed::
+Every field is declared once, in ``Spec``, with its default and help (``spec_field``); the parser's field
+list, ``peft-search run``'s options and ``peft-search fields`` (every field with its default and meaning) come
+from those declarations. Every problem is reported at once, one line each, naming the field, the value and what
+is allowed::
 
     name: sst2-minilm
-    task: sst2
-    model: minilm
     sites: [attn, ffn]
-    values: {form: [linear, relu, softmax]}      # per dimension; default: every registered value
-    ranges: {bottleneck: [1, 64], scale: [0.5, 8]}
-    menus: {attn: {lora_attn: {bottleneck: [4, 16]}, prefix: {}}}   # a site picks one of these presets (or none)
-    points_to_evaluate: [lora_attn, pa_ffn, mam]  # presets tried first (sizes may be overridden in ``preset_overrides``)
-    budget_cap: 1%                                # designs above it are never trained
-    sampler: tpe                                  # tpe | nsga2 | random | gp | grid (every design: menus at every site)
-    seeds: 1                                      # grid: each design is trained with seeds seed, seed+1, ...
-    scheduler: asha                               # asha | pareto_asha | none (every trial to max_steps)
+    menus: {attn: {lora_attn: {bottleneck: [4, 16]}, prefix: {}}}
+    budget_cap: 1%
+    sampler: tpe
+    scheduler: asha
     asha: {grace_period: 20, reduction_factor: 3, max_steps: 200}
-    asha_metric: loss                             # what ASHA compares at its rungs (default: the task's metric)
     trials: 30
-    concurrency: 2
-    resources: {cpu: 1, gpu: 0}
-    storage: sqlite:///peft-search/optuna.db       # or postgresql://…, or journal:///path.log (Optuna's journal file)
-    tracking_uri: sqlite:///peft-search/mlflow.db
-    ray_address: null                             # null: a local Ray; "auto" or host:port for a cluster
-    root: peft-search                             # Ray's experiment folder and the saved spec live here
-    seed: 0
-    confirm_seeds: 0                              # re-train the front's designs with this many more seeds
-    train: {lr: 1e-3, train_examples: 2000}       # TrainConfig overrides (steps come from asha.max_steps)
-    data_dir: null                                # the task's local files (default: $PEFT_SEARCH_DATA, shared/data)
-    trainer: train                                # train | synthetic (a closed-form learning curve: dry runs)
-                                                  # | tabular (replays the recorded curves of ``table``)
-    table: benchmarks/tabular/sst2_minilm.csv     # the tabular benchmark the tabular trainer replays
-    synthetic_delay: 0                            # seconds per report of the synthetic trainer
-    plugins: [my_dimensions]                      # modules imported first (driver and workers) to register values
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +27,9 @@ import yaml
 
 import peft_space
 import trainers
-from peft_space import FieldError
-from peft_space.dimensions import DIMENSIONS, Categorical
+from peft_space import DIMENSIONS, Categorical, FieldError, Float, Integer
 
+DEFAULT = Path(__file__).parent / "specs" / "default.yaml"  # the embedded default: `peft-search run` with no spec
 SAMPLERS = ("tpe", "nsga2", "random", "gp", "grid")
 TRAINERS = ("train", "synthetic", "tabular")
 SCHEDULERS = ("asha", "pareto_asha", "none")
@@ -62,38 +43,70 @@ class SpecError(ValueError):
         super().__init__("\n".join(str(p) for p in problems))
 
 
+def spec_field(default: Any = None, help: str = "", *, factory: Callable[[], Any] | None = None,
+               flag: str | bool = False, choices: Sequence[str] | Callable[[], Sequence[str]] = ()) -> Any:
+    """One spec field, declared once: its default, its help (``--help``, ``describe``, the docs), the ``peft-search
+    run`` option it gets (``flag=True``: ``--field-name``; a string: that name; otherwise only ``--set``) and, for
+    a field that names one of a fixed set, its ``choices`` (checked by ``parse``, listed in the help)."""
+    metadata = {"help": help, "flag": flag, "choices": choices}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass(frozen=True)
 class Spec:
-    name: str = "default"
-    task: str = "sst2"
-    model: str = "minilm"
-    sites: tuple[str, ...] = ("attn", "ffn")
-    values: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
-    ranges: Mapping[str, tuple[float, float]] = field(default_factory=lambda: {"bottleneck": (1, 512), "scale": (0.5, 8.0)})
-    menus: Mapping[str, Mapping[str, Mapping[str, tuple[Any, ...]]]] = field(default_factory=dict)
-    points_to_evaluate: tuple[str, ...] = ()
-    preset_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    budget_cap: float = 100.0  # % of the pretrained model (analytic count, head excluded)
-    sampler: str = "tpe"
-    seeds: int = 1
-    scheduler: str = "asha"
-    asha: Mapping[str, int] = field(default_factory=lambda: {"grace_period": 20, "reduction_factor": 3, "max_steps": 200})
-    asha_metric: str | None = None  # None: the task's validation metric
-    trials: int = 20
-    concurrency: int = 1
-    resources: Mapping[str, float] = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
-    storage: str = "sqlite:///peft-search/optuna.db"
-    tracking_uri: str = "sqlite:///peft-search/mlflow.db"
-    ray_address: str | None = None
-    root: str = "peft-search"
-    seed: int = 0
-    confirm_seeds: int = 0
-    train: Mapping[str, Any] = field(default_factory=dict)
-    data_dir: str | None = None
-    trainer: str = "train"
-    table: str | None = None
-    synthetic_delay: float = 0.0
-    plugins: tuple[str, ...] = ()
+    name: str = spec_field("default", "search name: the Optuna study, the MLflow experiment, Ray's folder", flag=True)
+    task: str = spec_field("sst2", "task", flag=True, choices=lambda: list(trainers.TASKS))
+    model: str = spec_field("minilm", "base model: 'minilm' (shipped) or a transformers name or path", flag=True)
+    sites: tuple[str, ...] = spec_field(("attn", "ffn"), "sites a design may modify", choices=lambda: list(peft_space.SITES))
+    values: Mapping[str, tuple[Any, ...]] = spec_field(
+        factory=dict, help="allowed values per dimension, e.g. {form: [linear, relu]} (default: every registered value)")
+    ranges: Mapping[str, tuple[float, float]] = spec_field(
+        factory=lambda: declared_ranges(), help="numeric search ranges, e.g. {bottleneck: [1, 64]} (default: each "
+                                                "dimension's declared range)")
+    menus: Mapping[str, Mapping[str, Mapping[str, tuple[Any, ...]]]] = spec_field(
+        factory=dict, help="a site picks one of these presets (or none) at the listed values instead of every "
+                           "dimension, e.g. {attn: {lora_attn: {bottleneck: [4, 16]}, prefix: {}}}")
+    points_to_evaluate: tuple[str, ...] = spec_field((), "presets tried first (sizes set in preset_overrides)")
+    preset_overrides: Mapping[str, Mapping[str, Any]] = spec_field(
+        factory=dict, help="per preset of points_to_evaluate, e.g. {lora_attn: {attn.bottleneck: 8}}")
+    budget_cap: float = spec_field(100.0, "largest budget to train, % of the pretrained model (analytic count, head "
+                                          "excluded), e.g. '1%'; designs above it are never trained", flag=True)
+    sampler: str = spec_field("tpe", "Optuna sampler (grid: every design of a menu space, `seeds` times)", flag=True,
+                              choices=SAMPLERS)
+    seeds: int = spec_field(1, "grid: each design is trained with seeds seed, seed+1, ...")
+    scheduler: str = spec_field("asha", "early stopping: asha (one metric), pareto_asha (metric and budget), none "
+                                        "(every trial to asha.max_steps)", flag=True, choices=SCHEDULERS)
+    asha: Mapping[str, int] = spec_field(
+        factory=lambda: {"grace_period": 20, "reduction_factor": 3, "max_steps": 200},
+        help="rungs: grace_period, reduction_factor, max_steps (every trial's steps)")
+    asha_metric: str | None = spec_field(None, "what the scheduler compares at its rungs: the task's metric (default) "
+                                               "or loss, which separates designs earlier")
+    trials: int = spec_field(20, "designs to train (designs over the budget cap do not count)", flag=True)
+    concurrency: int = spec_field(1, "trials at once", flag=True)
+    resources: Mapping[str, float] = spec_field(
+        factory=lambda: {"cpu": 1, "gpu": 0}, help="per trial: cpu, gpu (a fraction packs trials onto one GPU)")
+    storage: str = spec_field("sqlite:///peft-search/optuna.db", "Optuna storage URL: sqlite:///…, postgresql://…, "
+                                                                 "journal:///path.log", flag=True)
+    tracking_uri: str = spec_field("sqlite:///peft-search/mlflow.db", "MLflow tracking URI: sqlite:///…, "
+                                                                      "http://host:5000", flag=True)
+    ray_address: str | None = spec_field(None, "Ray cluster: 'auto' on a cluster node, or host:port; null: a local "
+                                               "Ray", flag="address")
+    root: str = spec_field("peft-search", "folder of Ray's experiment state and the saved spec", flag=True)
+    seed: int = spec_field(0, "sampler and training seed", flag=True)
+    confirm_seeds: int = spec_field(0, "re-train the front's designs with this many more seeds; report the median",
+                                    flag=True)
+    train: Mapping[str, Any] = spec_field(
+        factory=dict, help="training overrides, e.g. {lr: 1e-3, train_examples: 2000} (steps: asha.max_steps)")
+    data_dir: str | None = spec_field(None, "the task's local files (default: $PEFT_SEARCH_DATA, shared/data)")
+    trainer: str = spec_field("train", "train; synthetic (a closed-form learning curve: a dry run of the whole stack "
+                                       "in seconds); tabular (replays the curves recorded in `table`)", flag=True,
+                              choices=TRAINERS)
+    table: str | None = spec_field(None, "the tabular benchmark file the tabular trainer replays")
+    synthetic_delay: float = spec_field(0.0, "seconds per report of the synthetic trainer")
+    plugins: tuple[str, ...] = spec_field((), "modules imported first (driver and workers) to register dimensions "
+                                              "and values")
 
     def space(self) -> Any:
         from search.space import Space
@@ -135,6 +148,39 @@ class Spec:
 
 
 FIELDS = {f.name for f in fields(Spec)}
+
+
+def field_choices(declared: Field) -> list[str]:
+    """The values a field declared with ``choices`` allows."""
+    allowed = declared.metadata["choices"]
+    return list(allowed() if callable(allowed) else allowed)
+
+
+def flags() -> dict[str, Field]:
+    """The spec fields that ``peft-search run`` takes as options, by option name (the others: ``--set``)."""
+    return {(f.metadata["flag"] if isinstance(f.metadata["flag"], str) else f.name): f
+            for f in fields(Spec) if f.metadata["flag"]}
+
+
+def field_help(declared: Field) -> str:
+    """A field's help, with its choices where it has them."""
+    allowed = field_choices(declared)
+    return declared.metadata["help"] + (f" (one of {', '.join(allowed)})" if allowed else "")
+
+
+def describe() -> str:
+    """Every spec field as a YAML line with its default and help: what ``peft-search fields`` prints."""
+    lines = []
+    for declared in fields(Spec):
+        default = declared.default_factory() if declared.default_factory is not MISSING else declared.default
+        text = yaml.safe_dump(_plain(default), default_flow_style=True, width=1_000, sort_keys=False).strip().removesuffix("\n...")
+        lines.append(f"{declared.name}: {text}  # {field_help(declared)}")
+    return "\n".join(lines)
+
+
+def declared_ranges() -> dict[str, tuple[float, float]]:
+    """Each numeric dimension's default search range, as its declaration says (plugins' included)."""
+    return {dim.name: tuple(dim.search) for dim in DIMENSIONS.values() if isinstance(dim, (Integer, Float))}
 
 
 def load(path: str | Path) -> Spec:
@@ -185,23 +231,25 @@ def parse(data: Mapping[str, Any]) -> Spec:
     for key in data:
         check(key, key in FIELDS, data[key], "spec fields " + ", ".join(sorted(FIELDS)))
     spec = {k: v for k, v in data.items() if k in FIELDS}
+    for declared in fields(Spec):  # a field naming one of a fixed set (each of a list's items)
+        if allowed := field_choices(declared):
+            value = spec.get(declared.name, declared.default)
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                check(declared.name, item in allowed, item, "one of " + ", ".join(allowed))
     check("name", isinstance(spec.get("name", "x"), str) and spec.get("name", "x") != "", spec.get("name"),
           "a non-empty string")
     task = spec.get("task", Spec.task)
-    check("task", task in trainers.TASKS, task, "one of " + ", ".join(trainers.TASKS))
     sites = tuple(spec.get("sites", Spec.sites)) if isinstance(spec.get("sites", ()), (list, tuple)) else None
     check("sites", sites is not None, spec.get("sites"), "a list of sites")
-    for site in sites or ():
-        check("sites", site in peft_space.SITES, site, "sites " + ", ".join(peft_space.SITES))
     for name, chosen in dict(spec.get("values", {})).items():
-        dim = DIMENSIONS.dimensions.get(name)
-        check(f"values.{name}", dim is not None, name, "dimensions " + ", ".join(DIMENSIONS.names()))
+        dim = DIMENSIONS.get(name)
+        check(f"values.{name}", dim is not None, name, "dimensions " + ", ".join(DIMENSIONS))
         if isinstance(dim, Categorical):
             for value in chosen if isinstance(chosen, (list, tuple)) else [chosen]:
                 check(f"values.{name}", value in dim.choices(), value, dim.allowed())
     for name, bounds in dict(spec.get("ranges", {})).items():
-        dim = DIMENSIONS.dimensions.get(name)
-        numeric = dim is not None and hasattr(dim, "low")
+        dim = DIMENSIONS.get(name)
+        numeric = isinstance(dim, (Integer, Float))
         check(f"ranges.{name}", numeric, name, "numeric dimensions")
         if numeric:
             ok = isinstance(bounds, (list, tuple)) and len(bounds) == 2 and all(
@@ -218,19 +266,15 @@ def parse(data: Mapping[str, Any]) -> Spec:
     check("budget_cap", cap is not None and 0 < cap <= 100, spec.get("budget_cap"), "a percentage in (0, 100], e.g. '1%'")
     menus = _menus(spec.get("menus", {}), sites or (), problems)
     sampler = spec.get("sampler", Spec.sampler)
-    check("sampler", sampler in SAMPLERS, sampler, "one of " + ", ".join(SAMPLERS))
     uncovered = [site for site in sites or () if site not in menus]
     check("sampler", sampler != "grid" or not uncovered, sampler,
           f"a sampler other than 'grid' unless menus name every site (none for {', '.join(uncovered)})")
-    scheduler = spec.get("scheduler", Spec.scheduler)
-    check("scheduler", scheduler in SCHEDULERS, scheduler, "one of " + ", ".join(SCHEDULERS))
     for key in ("trials", "concurrency", "seed", "confirm_seeds", "seeds"):
         value = spec.get(key, getattr(Spec, key))
         positive = key in ("trials", "concurrency", "seeds")
         check(key, isinstance(value, int) and not isinstance(value, bool) and value >= positive, value,
               "a positive integer" if positive else "an integer ≥ 0")
     trainer = spec.get("trainer", Spec.trainer)
-    check("trainer", trainer in TRAINERS, trainer, "one of " + ", ".join(TRAINERS))
     table = spec.get("table")
     check("table", (table is None) == (trainer != "tabular") and (table is None or Path(table).is_file()), table,
           "the path of a tabular benchmark file with trainer: tabular (and only then)")
@@ -273,7 +317,7 @@ def parse(data: Mapping[str, Any]) -> Spec:
                    "plugins": tuple(plugins), "synthetic_delay": float(delay),
                    "points_to_evaluate": tuple(spec.get("points_to_evaluate", ())),
                    "values": {k: tuple(v) if isinstance(v, (list, tuple)) else (v,) for k, v in dict(spec.get("values", {})).items()},
-                   "ranges": {**Spec().ranges, **{k: tuple(v) for k, v in dict(spec.get("ranges", {})).items()}}})
+                   "ranges": {**declared_ranges(), **{k: tuple(v) for k, v in dict(spec.get("ranges", {})).items()}}})
 
 
 def _menus(data: Any, sites: tuple[str, ...], problems: list[FieldError]) -> dict[str, dict[str, dict[str, tuple]]]:

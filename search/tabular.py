@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from search.pareto import front, hypervolume
+from search.schema import Params, Status, Tags
 
 COLUMNS = ("design_id", "name", "seed", "step", "budget_pct", "valid_metric", "valid_metric_se", "valid_loss",
            "test_metric", "test_metric_se", "seconds", "reference")
@@ -113,7 +114,7 @@ def export(tracking_uri: str, search: str, metric: str, names: Mapping[str, str]
     from mlflow.tracking import MlflowClient
 
     mlflow = MlflowClient(tracking_uri)
-    rows = [row for run in _completed_runs(mlflow, search) if run.data.tags["design_id"] in names
+    rows = [row for run in _completed_runs(mlflow, search) if run.data.tags[Tags.DESIGN_ID] in names
             for row in _rows(mlflow, run, metric, names)]
     table = pd.DataFrame(rows).sort_values(["reference", "budget_pct", "design_id", "seed", "step"])
     table.to_csv(out, index=False, float_format="%.6g")
@@ -121,20 +122,19 @@ def export(tracking_uri: str, search: str, metric: str, names: Mapping[str, str]
 
 
 def _completed_runs(mlflow: Any, search: str) -> list[Any]:
-    from search.records import TRIAL_TAG
-
     experiment = mlflow.get_experiment_by_name(search)
     if experiment is None:
         return []
-    runs = mlflow.search_runs([experiment.experiment_id], filter_string="tags.status = 'completed'", max_results=10_000)
-    return [run for run in runs if TRIAL_TAG in run.data.tags]
+    runs = mlflow.search_runs([experiment.experiment_id], max_results=10_000,
+                              filter_string=f"tags.{Tags.STATUS} = '{Status.COMPLETED}'")
+    return [run for run in runs if Tags.TRIAL in run.data.tags]
 
 
 def _completed(tracking_uri: str, search: str) -> set[tuple[str, int]]:
     """The (design id, seed) cases ``search`` has completed, from its MLflow records."""
     from mlflow.tracking import MlflowClient
 
-    return {(run.data.tags["design_id"], int(run.data.params["seed"]))
+    return {(run.data.tags[Tags.DESIGN_ID], int(run.data.params[Params.SEED]))
             for run in _completed_runs(MlflowClient(tracking_uri), search)}
 
 
@@ -144,14 +144,14 @@ def _rows(mlflow: Any, run: Any, metric: str, names: Mapping[str, str]) -> list[
     history = {key: {m.step: m.value for m in mlflow.get_metric_history(run.info.run_id, key)}
                for key in (metric, f"{metric}_se", "loss", "seconds")}
     params, tags, last = run.data.params, run.data.tags, run.data.metrics
-    design_id = tags["design_id"]
+    design_id = tags[Tags.DESIGN_ID]
     flat = {k: v for k, v in params.items() if k.split(".", 1)[0] in peft_space.SITES}
     rows = []
     final_step = max(history[metric])
     for step in sorted(history[metric]):
         is_last = step == final_step
-        rows.append({"design_id": design_id, "name": names.get(design_id, design_id), "seed": int(params["seed"]),
-                     "step": step, "budget_pct": float(params["budget"]), "valid_metric": history[metric][step],
+        rows.append({"design_id": design_id, "name": names.get(design_id, design_id), "seed": int(params[Params.SEED]),
+                     "step": step, "budget_pct": float(params[Params.BUDGET]), "valid_metric": history[metric][step],
                      "valid_metric_se": history[f"{metric}_se"].get(step), "valid_loss": history["loss"].get(step),
                      "test_metric": last.get(f"test_{metric}") if is_last else None,
                      "test_metric_se": last.get(f"test_{metric}_se") if is_last else None,

@@ -4,7 +4,7 @@ A trial's config is the searcher's suggestion (``design``, ``budget``, ``optuna_
 search's constants (``task``, ``model``, ``seed``, ``data_dir``, ``train``, ``plugins``). Intermediate reports
 carry ``step`` (ASHA's time attribute) and ``total_steps``; the last report, after training, carries the
 final validation and test metrics and ``status``. A trial that diverges or raises (out of memory, a broken
-plugin) reports ``status="failed"`` with the reason instead of raising: it is recorded as failed and not
+plugin) reports ``status=Status.FAILED`` with the reason instead of raising: it is recorded as failed and not
 retried; a trial whose worker is lost (a node dies) is retried by Ray's failure config. A completed trial's
 last report carries its trained modification as a Ray checkpoint (``peft_space.save``'s files); the first and
 the last report carry the resolved training configuration (``resolved``), so that a trial stopped by ASHA
@@ -35,9 +35,9 @@ from ray.tune import Checkpoint
 import trainers
 from peft_space import Design
 from search import tabular
+from search.schema import Status
 from search.spec import import_plugins
-from trainers.loop import FULL
-from trainers.metrics import SE
+from trainers import FULL, SE
 
 
 def train_design(config: dict[str, Any]) -> None:
@@ -53,7 +53,7 @@ def train_design(config: dict[str, Any]) -> None:
     def report(step: int, metrics: dict[str, float]) -> None:
         reached[0] = step
         if step < total:  # the final evaluation is reported below, with the test metrics
-            tune.report({**metrics, **common, "step": step, "status": "running", "resolved": dict(resolved),
+            tune.report({**metrics, **common, "step": step, "status": Status.RUNNING, "resolved": dict(resolved),
                          "seconds": time.perf_counter() - start})
             resolved.clear()
 
@@ -64,11 +64,11 @@ def train_design(config: dict[str, Any]) -> None:
                                     on_start=lambda values: resolved.update({k: v for k, v in values.items() if k != "design"}),
                                     **config["train"])
         except Exception as err:  # out of memory, a broken plugin...: this trial fails with the reason, the search goes on
-            tune.report({**common, "step": reached[0], "status": "failed", "error": f"{type(err).__name__}: {err}",
+            tune.report({**common, "step": reached[0], "status": Status.FAILED, "error": f"{type(err).__name__}: {err}",
                          "resolved": dict(resolved)})
             return
         budget = {f"budget_{k}": v for k, v in result.budget.items()}  # counts and % (analytic, actual), head, new
-        saved = Checkpoint.from_directory(weights) if result.status == "completed" else None
+        saved = Checkpoint.from_directory(weights) if result.status == Status.COMPLETED else None
         tune.report({**result.validation, **{f"test_{k}": v for k, v in result.test.items()}, **common, **budget,
                      "step": result.step, "status": result.status, "error": result.error or "",
                      "seconds": time.perf_counter() - start,
@@ -101,7 +101,7 @@ def synthetic(config: dict[str, Any]) -> None:
         time.sleep(delay)
         metric = 0.5 + (final - 0.5) * (1 - math.exp(-3 * step / total))
         tune.report({task.validation_metric: metric, "loss": 1.0 - metric, **common, "step": step,
-                     "status": "completed" if step == total else "running"})
+                     "status": Status.COMPLETED if step == total else Status.RUNNING})
 
 
 def replay_table(config: dict[str, Any]) -> None:
@@ -113,7 +113,7 @@ def replay_table(config: dict[str, Any]) -> None:
     curve = tabular.curve(tabular.load(config["table"]), design_id(design), config["seed"])
     if curve.empty or int(curve["step"].max()) != total:
         steps = sorted(set(curve["step"])) if not curve.empty else []
-        tune.report({**common, "step": 0, "status": "failed",
+        tune.report({**common, "step": 0, "status": Status.FAILED,
                      "error": f"design {design_id(design)} is not in the table {config['table']} with {total} steps "
                               f"(recorded steps: {steps or 'none'})"})
         return
@@ -123,7 +123,7 @@ def replay_table(config: dict[str, Any]) -> None:
                  "train_seconds": row.seconds} if last else {}
         tune.report({task.validation_metric: row.valid_metric, f"{task.validation_metric}{SE}": row.valid_metric_se,
                      "loss": row.valid_loss, **final, **common, "step": int(row.step),
-                     "status": "completed" if last else "running"})
+                     "status": Status.COMPLETED if last else Status.RUNNING})
 
 
 def _start(config: dict[str, Any]) -> tuple[dict[str, Any], Design | None]:

@@ -22,16 +22,15 @@ os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(_RAY_TOK
 
 import pytest  # noqa: E402
 
-from peft_space import dimension  # noqa: E402
+from peft_space import dimension, register_dimension  # noqa: E402
 from peft_space.dimensions import DIMENSIONS  # noqa: E402
 
 
 @pytest.fixture
-def scratch_registries(monkeypatch):
+def scratch_registries():
     """Registering is global; give a test that extends the space its own copy of the registries."""
-    monkeypatch.setattr(DIMENSIONS, "dimensions", dict(DIMENSIONS.dimensions))
-    form = dimension("form")
-    monkeypatch.setattr(form, "_choices", dict(form._choices))
+    with DIMENSIONS.scratch(), dimension("form").registry.scratch():
+        yield
 
 
 @pytest.fixture
@@ -39,8 +38,8 @@ def layers_dimension(scratch_registries):
     """The user's "layers" dimension of tests/extension_layers.py, registered in this test's registries."""
     import extension_layers  # a user's module: importing it registers the dimension (the first time)
 
-    if "layers" not in DIMENSIONS.names():
-        DIMENSIONS.register(extension_layers.LAYERS)
+    if "layers" not in DIMENSIONS:
+        register_dimension(extension_layers.LAYERS)
     return extension_layers.LAYERS
 
 

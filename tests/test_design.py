@@ -102,4 +102,4 @@ def test_user_registers_a_new_dimension(layers_dimension):
     full = peft_space.count_budget(model, Design({"ffn": {"bottleneck": 4}}))
     half = peft_space.count_budget(model, design)
     assert half.analytic * 2 == full.analytic > 0
-    assert layers_dimension.name in DIMENSIONS.names()
+    assert layers_dimension.name in DIMENSIONS

@@ -43,7 +43,7 @@ def test_the_smoke_profile_prints_the_front_and_pareto_reads_it_back(smoke):
     shown = subprocess.run([*CLI, "pareto", NAME, "--root", str(smoke["root"]), "--json"],
                            capture_output=True, text=True, timeout=120)
     summary = json.loads(shown.stdout)
-    assert summary["metric"] == "accuracy" and summary["counts"]["complete"] + summary["counts"]["pruned"] == 4
+    assert summary["metric"] == "accuracy" and summary["counts"]["completed"] + summary["counts"]["stopped"] == 4
     assert all(0.0 <= row["metric"] <= 1.0 for row in summary["rows"])
     front = [row for row in summary["rows"] if row["on_front"]]
     assert front and f"{NAME}: Pareto front" in smoke["stdout"]

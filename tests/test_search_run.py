@@ -61,7 +61,7 @@ def test_a_search_on_two_nodes_prunes_stopped_trials_and_keeps_them_off_the_fron
     assert any(t.user_attrs["step"] == 2 for t in pruned)  # stopped at the first rung
     front = {row.trial for row in summary.front}
     assert front and front <= {t.number for t in complete} and not front & {t.number for t in pruned}
-    assert summary.hypervolume > 0 and summary.counts["pruned"] == len(pruned)
+    assert summary.hypervolume > 0 and summary.counts["stopped"] == len(pruned)
 
     # MLflow: one child run per trial, plus the confirmations; trials ran on both nodes
     records = child_runs(spec)

@@ -7,6 +7,7 @@ import peft_space
 from peft_space import Design, Form, dimension
 from search.pareto import dominates, front, hypervolume
 from search.space import Space, params_of, suggest
+from search.spec import Spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -32,6 +33,19 @@ def test_random_trials_are_valid_designs_covering_the_space():
     added = [m for d in designs for m in d.sites.values() if m.get("composition") == "add"]
     assert all("scale" in m for m in scaled) and not any("scale" in m for m in added)
     assert all(1 <= m["bottleneck"] <= 512 for d in designs for m in d.sites.values() if "bottleneck" in m)
+
+
+def test_search_ranges_are_declared_with_the_dimensions():
+    """A numeric dimension's default search range is part of its declaration; nothing else names it."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(60):
+        trial = study.ask()
+        suggest(trial, Space())
+        study.tell(trial, 0.0)
+    ranges = {name.split(".")[1]: (dist.low, dist.high) for t in study.trials for name, dist in t.distributions.items()
+              if isinstance(dist, (optuna.distributions.IntDistribution, optuna.distributions.FloatDistribution))}
+    assert ranges == {"bottleneck": dimension("bottleneck").search, "scale": dimension("scale").search}
+    assert Spec().ranges == ranges and "searched: [1, 512], log scale" in dimension("bottleneck").describe()
 
 
 @pytest.mark.parametrize("name", ["mam", "pa_attn_pa_ffn", "prefix_lora_ffn", "lora_ffn", "bitfit"])

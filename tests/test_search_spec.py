@@ -37,7 +37,7 @@ def test_a_good_spec_loads_with_defaults_filled(tmp_path):
 
 BAD = {
     "task": ("squad", "task: 'squad' is not allowed; allowed: one of sst2, mnli, xsum, wmt16_en_ro"),
-    "sites": (["attn", "mlp"], "sites: 'mlp' is not allowed; allowed: sites attn, enc_attn"),
+    "sites": (["attn", "mlp"], "sites: 'mlp' is not allowed; allowed: one of attn, enc_attn"),
     "values": ({"form": ["tanh"]}, "values.form: 'tanh' is not allowed; allowed: one of 'linear'"),
     "ranges": ({"bottleneck": [0, 8]}, "ranges.bottleneck: [0, 8] is not allowed; allowed: [low, high] within an integer in [1, 65536]"),
     "points_to_evaluate": (["lora_qkv"], "points_to_evaluate: 'lora_qkv' is not allowed; allowed: presets bitfit"),
@@ -85,3 +85,23 @@ def test_validation_imports_no_heavy_library(tmp_path):
             "print(sorted(m for m in ('torch', 'transformers', 'ray', 'mlflow', 'optuna') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_each_field_is_declared_once_and_the_help_and_options_derive_from_it():
+    import dataclasses
+    import os
+    from pathlib import Path
+
+    from search.spec import Spec, field_help, flags
+
+    declared = dataclasses.fields(Spec)
+    assert all(f.metadata["help"] for f in declared)
+    cli = str(Path(sys.executable).parent / "peft-search")
+    listing = subprocess.run([cli, "fields"], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert [line.split(":")[0] for line in listing] == [f.name for f in declared]
+    assert "sampler: tpe  # " + field_help(flags()["sampler"]) in listing  # choices listed from the declaration
+    shown = subprocess.run([cli, "run", "--help"], capture_output=True, text=True, check=True,
+                           env={**os.environ, "COLUMNS": "400"}).stdout
+    assert flags()["address"].name == "ray_address"
+    assert all(f"--{option.replace('_', '-')} " in shown for option in flags())
+    assert "one of tpe, nsga2, random, gp, grid" in shown

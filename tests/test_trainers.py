@@ -141,6 +141,11 @@ def test_bad_inputs_name_the_field(tmp_path):
 
 
 def test_a_registered_task_trains_without_touching_the_trainer(tmp_path):
+    with trainers.TASKS.scratch():
+        _train_a_registered_task(tmp_path)
+
+
+def _train_a_registered_task(tmp_path):
     (tmp_path / "polarity").mkdir()
     rows = [{"text": t, "y": y} for t, y in [("good", 1), ("bad", 0), ("great", 1), ("awful", 0)] * 8]
     for split in ("train", "validation"):
@@ -149,21 +154,18 @@ def test_a_registered_task_trains_without_touching_the_trainer(tmp_path):
         "polarity", "classification", ("user/polarity", None), {}, {"train": "polarity/train.jsonl",
         "validation": "polarity/validation.jsonl"}, ("text",), "y", accuracy, "accuracy", True,
         {"lr": 1e-3, "batch_size": 8, "micro_batch": 8}, num_labels=2))
-    try:
-        result = trainers.train("polarity", lora(), steps=2, data_dir=str(tmp_path), progress=False)
-    finally:
-        del trainers.TASKS["polarity"]
+    result = trainers.train("polarity", lora(), steps=2, data_dir=str(tmp_path), progress=False)
     assert result.status == "completed" and "accuracy" in result.test
 
 
 def test_cli_trains_and_rejects_bad_input(tmp_path):
     out = tmp_path / "result.json"
-    ok = subprocess.run([sys.executable, "-m", "search.cli", "train", "--task", "sst2", "--design", "lora_attn",
+    ok = subprocess.run([sys.executable, "-m", "peft_search.cli", "train", "--task", "sst2", "--design", "lora_attn",
                          "--set", "attn.bottleneck=2", "--set", "train_examples=32", "--set", "eval_examples=16",
                          "--set", "micro_batch=8", "--set", "batch_size=8", "--steps", "2", "--no-progress",
                          "--output", str(out)], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert "validation accuracy" in ok.stdout and "budget (analytic)" in ok.stdout and out.is_file()
-    bad = subprocess.run([sys.executable, "-m", "search.cli", "train", "--design", "lora_attn", "--set", "attn.rank=2"],
+    bad = subprocess.run([sys.executable, "-m", "peft_search.cli", "train", "--design", "lora_attn", "--set", "attn.rank=2"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "attn.rank: 2 is not allowed" in bad.stderr and "Traceback" not in bad.stderr

@@ -15,10 +15,13 @@ import importlib
 from typing import Any
 
 from trainers.config import TrainConfig, resolve
+from trainers.metrics import SE
+from trainers.status import Status
 from trainers.tasks import TASKS, Task, register_task
 
-_LAZY = {"train": "trainers.loop", "evaluate": "trainers.loop", "Result": "trainers.loop", "load_base": "trainers.models", "budget_pct": "trainers.models",
-         "DEFAULT_MODEL": "trainers.models"}
+_LAZY = {"train": "trainers.loop", "evaluate": "trainers.loop", "Result": "trainers.loop", "FULL": "trainers.loop",
+         "load_base": "trainers.models", "budget_pct": "trainers.models", "DEFAULT_MODEL": "trainers.models",
+         "check_model": "trainers.models", "prepare": "trainers.models"}
 
 
 def __getattr__(name: str) -> Any:
@@ -27,4 +30,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'trainers' has no attribute {name!r}")
 
 
-__all__ = ["DEFAULT_MODEL", "Result", "TASKS", "budget_pct", "evaluate", "Task", "TrainConfig", "load_base", "register_task", "resolve", "train"]
+__all__ = ["DEFAULT_MODEL", "FULL", "SE", "Result", "Status", "TASKS", "budget_pct", "check_model", "evaluate", "Task", "TrainConfig", "load_base", "prepare", "register_task", "resolve", "train"]

@@ -44,7 +44,7 @@ def candidate_dirs(data_dir: str | Path | None) -> list[Path]:
     return [Path(env)] if env else [SHARED]
 
 
-def field(example: Mapping[str, Any], name: str) -> Any:
+def example_field(example: Mapping[str, Any], name: str) -> Any:
     """``example["translation"]["en"]`` for ``"translation.en"``."""
     for part in name.split("."):
         example = example[part]

@@ -2,7 +2,7 @@
 
 ``train(task, design, ...)`` is the whole trainer: it knows nothing of Ray, Optuna or MLflow. Progress
 goes to ``report(step, metrics)`` after each evaluation; a callback that returns ``True`` stops the run
-(that is how ASHA stops a trial). A NaN or infinite loss ends the run with ``status="failed"`` and the
+(that is how ASHA stops a trial). A NaN or infinite loss ends the run with ``status=Status.FAILED`` and the
 reason, never an exception in the caller's face.
 """
 
@@ -20,13 +20,12 @@ import torch
 from torch import nn
 
 import peft_space
-from peft_space import FieldError
-from peft_space.io import DESIGN_FILE
+from peft_space import DESIGN_FILE
 from trainers.config import TrainConfig, resolve
-from trainers.data import field as get_field
-from trainers.data import load_splits
+from trainers.data import example_field, load_splits
 from trainers.metrics import normalise
 from trainers.models import DTYPES, Base, cast_frozen, load_base, prepare, set_checkpointing
+from trainers.status import Status
 from trainers.tasks import TASKS, Task
 
 Report = Callable[[int, dict[str, float]], bool | None]
@@ -34,7 +33,7 @@ Report = Callable[[int, dict[str, float]], bool | None]
 
 @dataclass
 class Result:
-    status: str  # "completed", "stopped" (by the callback) or "failed"
+    status: Status  # COMPLETED, STOPPED (by the callback) or FAILED
     step: int  # optimiser steps taken
     validation: dict[str, float]  # the last validation metrics
     test: dict[str, float]  # final metrics on the test split (never the data selected on, where the task has both)
@@ -56,8 +55,6 @@ class Diverged(RuntimeError):
 def task_by_name(name: str | Task) -> Task:
     if isinstance(name, Task):
         return name
-    if name not in TASKS:
-        raise FieldError("task", name, "one of " + ", ".join(map(repr, TASKS)))
     return TASKS[name]
 
 
@@ -101,7 +98,7 @@ def train(
     if on_start is not None:
         on_start(resolved)
     result = run.fit(splits.data, report, progress, resolved, budget)
-    if save_dir is not None and design is not None and result.status == "completed":
+    if save_dir is not None and design is not None and result.status == Status.COMPLETED:
         peft_space.save(run.model, save_dir)
     return result
 
@@ -169,9 +166,9 @@ class Run:
     def encode(self, dataset: Any, limit: int) -> list[dict[str, Any]]:
         rows = dataset.select(range(min(limit, len(dataset)))) if limit else dataset
         tokenizer, c = self.base.tokenizer, self.config
-        texts = [[get_field(r, name) for r in rows] for name in self.task.inputs]
+        texts = [[example_field(r, name) for r in rows] for name in self.task.inputs]
         encoded = tokenizer(*texts, truncation=True, max_length=c.max_source_length)
-        targets = [get_field(r, self.task.target) for r in rows]
+        targets = [example_field(r, self.task.target) for r in rows]
         if self.task.kind == "seq2seq":
             labels = tokenizer(targets, truncation=True, max_length=c.max_target_length)["input_ids"]
         else:
@@ -314,7 +311,7 @@ class Run:
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimiser = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, _linear(total, round(c.warmup_ratio * total)))
-        result = Result("completed", 0, {}, {}, budget=budget, config=config)
+        result = Result(Status.COMPLETED, 0, {}, {}, budget=budget, config=config)
         torch.manual_seed(self.seed)  # dropout draws
         self.model.train()
         seen, start = 0, time.perf_counter()
@@ -323,7 +320,7 @@ class Run:
                 try:
                     loss = self._step(group, params, optimiser)
                 except Diverged as err:
-                    result.status, result.error, result.step = "failed", f"{err} at step {step}", step
+                    result.status, result.error, result.step = Status.FAILED, f"{err} at step {step}", step
                     break
                 schedule.step()
                 seen += sum(len(chunk) for chunk in group)
@@ -333,11 +330,11 @@ class Run:
                     result.validation = self.validate(valid_set)
                     result.history.append((step, result.validation))
                     if report is not None and report(step, result.validation) and step < total:
-                        result.status = "stopped"
+                        result.status = Status.STOPPED
                         break
         result.train_seconds = time.perf_counter() - start
         result.examples_per_second = seen / max(result.train_seconds, 1e-9)
-        if result.status == "completed":
+        if result.status == Status.COMPLETED:
             result.test = self.evaluate(test_set, generate=True)
         return result
 

