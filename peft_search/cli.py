@@ -264,35 +264,72 @@ def export(
 def ui(
     name: Annotated[str | None, typer.Argument(help="A search to open (default: the list of searches)")] = None,
     tracking_uri: TRACKING = DEFAULT_TRACKING,
+    optuna: Annotated[bool, typer.Option(help="Open the search's Optuna study in optuna-dashboard instead: its "
+                                              "Pareto front, parameter importances and history")] = False,
+    storage: Annotated[str, typer.Option(help="Optuna storage URL the search used (with --optuna)")] = specs.Spec.storage,
     host: Annotated[str, typer.Option(help="Interface to listen on (127.0.0.1: this machine only)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port")] = 5000,
 ) -> None:
-    """Start the MLflow UI against the project's store and print the search's URL (Ctrl-C stops it)."""
-    import subprocess
+    """Start the MLflow UI against the project's store and print the URL of the search's trials (Ctrl-C stops it)."""
+    if optuna:
+        url, command = _optuna_dashboard(name, storage, host, port)
+    else:
+        url, command = _mlflow_ui(name, tracking_uri, host, port)
+    print(f"{'optuna-dashboard' if optuna else 'MLflow UI'} for {name or 'all searches'}: {url}", flush=True)
+    raise typer.Exit(_serve(command))
+
+
+def _mlflow_ui(name: str | None, tracking_uri: str, host: str, port: int) -> tuple[str, list[str]]:
+    from urllib.parse import quote
 
     from search.records import client
+    from search.schema import Params, Tags
 
     url = f"http://{host}:{port}/"
     if name is not None:
         experiment = client(tracking_uri).get_experiment_by_name(name)
         if experiment is None:
             raise FieldError("NAME", name, f"a search recorded in {tracking_uri}")
-        url += f"#/experiments/{experiment.experiment_id}"
-    print(f"MLflow UI for {name or 'all searches'}: {url}", flush=True)
+        # the search's training runs, trials listed flat (not folded under the search's run), cheapest first
+        url += (f"#/experiments/{experiment.experiment_id}/runs?searchFilter=" + quote(f"tags.{Tags.TRIAL} != ''")
+                + "&orderByKey=" + quote(f"params.`{Params.BUDGET}`") + "&orderByAsc=true")
+    return url, [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri, "--host", host,
+                 "--port", str(port), "--workers", "1"]
+
+
+def _optuna_dashboard(name: str | None, storage: str, host: str, port: int) -> tuple[str, list[str]]:
+    import optuna
+
+    from search.searcher import JOURNAL, open_storage
+
+    url = f"http://{host}:{port}/dashboard/"
+    if name is not None:
+        backend = optuna.storages.get_storage(open_storage(storage))
+        try:
+            url += f"studies/{backend.get_study_id_from_name(name)}"
+        except KeyError:
+            known = ", ".join(optuna.get_all_study_names(backend)) or "none"
+            raise FieldError("NAME", name, f"a search whose study is in {storage}: {known}") from None
+    dashboard = str(Path(sys.executable).parent / "optuna-dashboard")  # it reads a journal file from its path
+    return url, [dashboard, storage.removeprefix(JOURNAL), "--host", host, "--port", str(port), "--quiet"]
+
+
+def _serve(command: list[str]) -> int:
+    """Run a UI server in its own process group (its workers included) until it ends or we are stopped:
+    Ctrl-C or SIGTERM stops the whole group at once, nothing is left listening."""
+    import subprocess
+
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri, "--host", host,
-               "--port", str(port), "--workers", "1"]
-    # the server runs in its own process group (uvicorn and job runners included), stopped with us on
-    # Ctrl-C or SIGTERM: nothing is left listening
     server = subprocess.Popen(command, env=env, start_new_session=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        code = server.wait()
+        return server.wait()
+    except KeyboardInterrupt:
+        return 0
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
+            os.killpg(server.pid, signal.SIGKILL)  # a UI holds no state of ours: no graceful shutdown to wait for
         server.wait()
-    raise typer.Exit(code)
 
 
 @app.command()

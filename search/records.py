@@ -272,8 +272,8 @@ def _text(value: Any) -> str:
 def record_summary(mlflow: MlflowClient, search: str, summary: Any, weights: Mapping[int, Path]) -> None:
     """After a search: tag every trial run ``pareto`` true/false, attach each front trial's trained modification
     (``weights``: Optuna trial -> the folder ``peft_space.save`` wrote), and give the parent run the front
-    (CSV, JSON), the importance table, the hypervolume and the Pareto plot (HTML with its JavaScript, PNG)."""
-    from search.plots import pareto_figure, pareto_png, write_html
+    (CSV, JSON), the importance table, the hypervolume and the Pareto plot (HTML with hover, PNG)."""
+    from search.plots import pareto_html, pareto_png
     from search.report import describe
 
     experiment = mlflow.get_experiment_by_name(search).experiment_id
@@ -298,7 +298,7 @@ def record_summary(mlflow: MlflowClient, search: str, summary: Any, weights: Map
             csv.writer(table).writerows([("dimension", "importance"), *summary.importance.items()])
         (out / "summary.json").write_text(summary.to_json())
         title = f"{search}: {summary.metric} against budget"
-        write_html(pareto_figure(rows, summary.metric, title), out / "pareto.html")
+        pareto_html(rows, summary.metric, title, out / "pareto.html")
         pareto_png(rows, summary.metric, title, out / "pareto.png")
         mlflow.log_artifacts(parent, folder, "pareto")
     now = int(time.time() * 1000)

@@ -107,10 +107,17 @@ def _connect(spec: Spec) -> None:
 
 
 def set_target(spec: Spec) -> None:
-    """The number of designs to train, kept in the study (a resume may raise it)."""
-    from search.searcher import TARGET, open_study
+    """The number of designs to train, kept in the study (a resume may raise it), and the objectives' names
+    (optuna-dashboard labels its axes with them)."""
+    import warnings
 
-    open_study(spec.name, spec.storage, spec.mode).set_user_attr(TARGET, spec.target)
+    from search.searcher import BUDGET, TARGET, open_study
+
+    study = open_study(spec.name, spec.storage, spec.mode)
+    study.set_user_attr(TARGET, spec.target)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # set_metric_names is experimental in Optuna
+        study.set_metric_names([spec.task_def.validation_metric, BUDGET])
 
 
 def _listening(address: str) -> bool:

@@ -26,6 +26,16 @@ from peft_space import dimension, register_dimension  # noqa: E402
 from peft_space.dimensions import DIMENSIONS  # noqa: E402
 
 
+# Slow tests (a real Ray cluster, a browser, real training): `pytest -m "not slow"` is the inner loop; CI runs all.
+SLOW_FIXTURES = {"ray_cluster"}  # and every fixture built on it
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def scratch_registries():
     """Registering is global; give a test that extends the space its own copy of the registries."""

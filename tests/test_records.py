@@ -6,6 +6,7 @@ two-node Ray cluster feeds every test here."""
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -71,7 +72,10 @@ def test_the_parent_run_carries_a_self_contained_pareto_plot_and_the_front(smoke
     folder = Path(client.download_artifacts(parent, "pareto", str(tmp_path)))
     assert {"pareto.html", "pareto.png", "trials.csv", "importance.csv", "summary.json"} <= {p.name for p in folder.iterdir()}
     page = (folder / "pareto.html").read_text()
-    assert "<script src=" not in page and "Plotly.newPlot" in page  # the JavaScript is inline, no CDN
+    assert "<svg" in page and "<script" not in page and len(page) < 1_000_000  # small: MLflow's viewer shows it
+    tips = re.findall(r"<title>(trial \d+) ·", page)  # hovering any point names its trial
+    assert sorted(tips) == sorted(f"trial {r['trial']}" for r in json.loads((folder / "summary.json").read_text())["rows"]
+                                  + json.loads((folder / "summary.json").read_text())["stopped"])
     assert (folder / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     front = {r.data.tags["optuna_trial"] for r in smoke["runs"] if r.data.tags["pareto"] == "true"}
     summary = json.loads((folder / "summary.json").read_text())
@@ -147,25 +151,62 @@ def test_nothing_the_project_starts_sends_mlflow_telemetry(tmp_path):
 
 
 def test_the_mlflow_ui_shows_the_search_in_headless_chromium(smoke, tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _free_port()
     server = subprocess.Popen([*CLI, "ui", NAME, "--port", str(port), "--tracking-uri", smoke["tracking"]],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         url = server.stdout.readline().split(": ", 1)[1].strip()
-        assert url.startswith(f"http://127.0.0.1:{port}/#/experiments/")
+        experiment = smoke["parent"].info.experiment_id
+        assert url.startswith(f"http://127.0.0.1:{port}/#/experiments/{experiment}/runs?")  # the training runs
         _wait_for(f"http://127.0.0.1:{port}/health")
-        stored = smoke["client"].search_runs([smoke["parent"].info.experiment_id])  # the search, its trials, reproductions
-        runs_page = _dom(f"{url}/runs", until=f"{len(stored)} matching runs")
-        assert NAME in runs_page and f"{len(stored)} matching runs" in runs_page
+        trials = [r for r in smoke["client"].search_runs([experiment]) if "ray_trial_id" in r.data.tags]
+        runs_page = _dom(url, until=f"{len(trials)} matching runs")
+        assert f"{len(trials)} matching runs" in runs_page  # every trial listed, not folded under the search's run
+        assert all(r.info.run_name in runs_page for r in trials)
         parent = smoke["parent"].info.run_id
-        artifacts = _dom(f"{url}/runs/{parent}/artifacts/pareto/pareto.png", tmp_path / "mlflow-ui.png", until="pareto.html")
-        assert "pareto.html" in artifacts and "pareto/pareto.png" in artifacts and "trials.csv" in artifacts
-        assert (tmp_path / "mlflow-ui.png").stat().st_size > 10_000
+        viewer = f"http://127.0.0.1:{port}/#/experiments/{experiment}/runs/{parent}/artifacts/pareto/pareto.html"
+        artifacts = _dom(viewer, tmp_path / "mlflow-ui.png", until="pareto.html")
+        assert "pareto.html" in artifacts and "trials.csv" in artifacts
+        assert _front_pixels(tmp_path / "mlflow-ui.png") > 100  # the front's red points, drawn inside the viewer
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_optuna_dashboard_shows_the_study_and_ctrl_c_stops_it_at_once(smoke):
+    port = _free_port()
+    server = subprocess.Popen([*CLI, "ui", NAME, "--optuna", "--storage", f"sqlite:///{smoke['root']}/optuna.db",
+                               "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        url = server.stdout.readline().split(": ", 1)[1].strip()
+        assert url.startswith(f"http://127.0.0.1:{port}/dashboard/studies/")
+        _wait_for(url)
+        page = _dom(url, until="Pareto Front")
+        assert NAME in page and "Pareto Front" in page and "accuracy" in page  # the objectives carry their names
+    finally:
+        start = time.time()
+        server.send_signal(signal.SIGINT)  # Ctrl-C
+        server.wait(timeout=60)
+    assert time.time() - start < 10 and server.returncode == 0
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url, timeout=2)  # nothing left listening
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _front_pixels(screenshot: Path) -> int:
+    """Pixels of the front's red (search.plots.FRONT) in a screenshot: nothing else on MLflow's page is that red."""
+    from PIL import Image
+
+    from search.plots import FRONT
+
+    red = tuple(int(FRONT[i:i + 2], 16) for i in (1, 3, 5))
+    pixels = Image.open(screenshot).convert("RGB").getdata()
+    return sum(all(abs(a - b) <= 8 for a, b in zip(pixel, red)) for pixel in pixels)
 
 
 def _wait_for(url: str, seconds: float = 60) -> None:
