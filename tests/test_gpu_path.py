@@ -113,6 +113,7 @@ def peak_step_mb(micro_batch: int) -> float:
     return (int(re.search(r"VmHWM:\s+(\d+)", status.read_text()).group(1)) - before) / 1024
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc/self/clear_refs")
 def test_a_smaller_micro_batch_lowers_the_peak_memory_of_a_step():
     """Each configuration in a fresh process: that process's peak resident memory during the step."""
@@ -223,6 +224,7 @@ def test_checkpointing_gives_the_same_loss_and_gradients(design):
         torch.testing.assert_close(grads_ckpt[name], grads[name], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_train_takes_the_memory_options_and_leaves_the_cached_base_model_as_loaded():
     base = trainers.load_base("minilm", "classification", 2)
     pretrained = {k: v.clone() for k, v in base.model.state_dict().items() if "classifier" not in k}
@@ -293,6 +295,7 @@ def test_a_trial_given_no_gpu_sees_none(monkeypatch):
 
 
 # -- 6. the GPU benchmark, tiny, on this machine ----------------------------------------------------------------------
+@pytest.mark.slow
 def test_the_gpu_benchmark_code_path_runs_tiny(monkeypatch):
     """benchmarks/step_time.py --gpu --tiny, in this process: the code a GPU session runs, at tiny sizes."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))

@@ -6,6 +6,8 @@ import torch
 import peft_space
 from models import minilm_classifier, sst2_sentences
 
+pytestmark = pytest.mark.slow  # real training on the shipped MiniLM and data
+
 
 @pytest.fixture(scope="module")
 def real_batch():

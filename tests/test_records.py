@@ -142,6 +142,7 @@ def test_export_writes_weights_that_score_the_recorded_metric(smoke, tmp_path):
     assert refused.returncode == 2 and "a run on a search's Pareto front" in refused.stderr
 
 
+@pytest.mark.slow
 def test_nothing_the_project_starts_sends_mlflow_telemetry(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")}
     probe = "import search.records, dashboards; from mlflow.telemetry.utils import is_telemetry_disabled; " \

@@ -333,6 +333,7 @@ def test_a_worker_node_killed_mid_trial_costs_a_retry_not_the_trial(tmp_path, ra
     assert steps.count(2) >= 2  # it started again from the beginning on the surviving node
 
 
+@pytest.mark.slow
 def test_writes_queued_when_the_driver_dies_are_replayed_from_the_journal_once(tmp_path):
     """The window the SIGKILL test can only hit by chance: Optuna has the trial's outcome, MLflow not yet."""
     from search.records import Recorder, Writer

@@ -136,6 +136,7 @@ def test_a_registered_dimension_reaches_the_space_the_help_and_the_records(tmp_p
     assert any(r.data.params.get("attn.layers") or r.data.params.get("ffn.layers") for r in records)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--trials", "0"], "trials: 0 is not allowed; allowed: a positive integer"),
     (["--sampler", "cmaes"], "sampler: 'cmaes' is not allowed; allowed: one of tpe, nsga2, random, gp"),

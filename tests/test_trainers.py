@@ -17,6 +17,8 @@ from trainers.metrics import accuracy, bleu, normalise, rouge
 
 SMALL = dict(micro_batch=8, batch_size=8, train_examples=160, eval_examples=48, max_source_length=64, progress=False)
 
+pytestmark = pytest.mark.slow  # real training on the shipped MiniLM and data
+
 
 def lora(r: int = 4) -> peft_space.Design:
     return peft_space.preset("lora_attn", bottleneck=r, scale=2.0)
