@@ -17,12 +17,13 @@ from mlflow.tracking import MlflowClient
 import trainers
 from search import tabular
 from search.space import Space, grid, menu_label, params_of, suggest
-from search.spec import SpecError, parse
+from search.spec import SpecError, load, parse
 from trainers.data import load_splits
 from trainers.loop import eval_steps
 from trainers.metrics import accuracy, bleu
 
 CLI = [str(Path(sys.executable).parent / "peft-search")]
+TABLE = Path(__file__).parents[1] / "benchmarks" / "tabular" / "sst2_minilm"
 MENUS = {"attn": {"lora_attn": {"bottleneck": [2, 4, 8]}, "prefix": {"bottleneck": [2, 4]}},
          "ffn": {"pa_ffn": {"bottleneck": [4, 8, 16, 32]}}}
 
@@ -119,6 +120,21 @@ def small_table(tmp_path):
     path = tmp_path / "table.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
+
+
+def test_the_shipped_table_holds_every_design_its_space_can_propose():
+    spec, table = load(TABLE.with_suffix(".yaml")), tabular.load(TABLE.with_suffix(".csv"))
+    designs = {design.id for design in grid(spec.space())}
+    searchable = table[~table["reference"].astype(bool)]
+    assert set(searchable["design_id"]) == designs and len(designs) >= 64
+    steps = searchable.groupby(["design_id", "seed"])["step"].apply(frozenset)
+    assert set(steps) == {frozenset({9, 27, 81})} and (searchable.groupby("design_id")["seed"].nunique() >= 2).all()
+    assert searchable.loc[searchable["step"] == 81, "test_metric"].notna().all()
+    sizes = [len(varied["bottleneck"]) for menu in spec.menus.values() for varied in menu.values() if "bottleneck" in varied]
+    assert min(sizes) >= 2  # every method with a bottleneck at two sizes or more
+    budgets = searchable.loc[searchable["budget_pct"] > 0, "budget_pct"]
+    assert budgets.min() <= 0.05 and budgets.max() >= 4.5  # ~0.05% to ~5% of MiniLM
+    assert set(table.loc[table["reference"].astype(bool), "design_id"]) == {"full"}
 
 
 def test_replay_through_the_cli_records_the_tables_numbers(tmp_path, small_table, ray_cluster):
