@@ -139,7 +139,7 @@ def params_of(design: Design, space: Space) -> dict[str, Any]:
             if not dim.active(values):
                 continue
             value = mod[dim.name] if mod is not None else NONE
-            _Recorder(params, value).record(dim, values, space)
+            _ParamCapture(params, value).record(dim, values, space)
             if value == NONE:
                 break
             values[dim.name] = value
@@ -147,14 +147,15 @@ def params_of(design: Design, space: Space) -> dict[str, Any]:
 
 
 def menu_label(design: Design, space: Space) -> str:
-    """A design of a menu space in a few words: ``lora_attn:4 + pa_ffn:16``, ``bitfit(attn)`` (method, bottleneck)."""
+    """A design of a menu space in a few words: ``lora_attn:4 + pa_ffn:16``, ``bitfit(attn)`` (each site's method
+    and the values its menu varies)."""
     parts = []
     for site in space.sites:
         mod = design.sites.get(site)
         method = _menu_params(site, space.menus[site], mod)[f"{site}.method"]
         if method != NONE:  # a preset of several sites (bitfit) names the site it is used at
             where = f"({site})" if len(PRESETS[method].sites) > 1 else ""
-            parts.append(method + where + (f":{mod['bottleneck']}" if "bottleneck" in mod else ""))
+            parts.append(method + where + "".join(f":{mod[dim]}" for dim in space.menus[site][method]))
     return " + ".join(parts) or "head only"
 
 
@@ -166,7 +167,7 @@ def _menu_params(site: str, menu: Menu, mod: Any) -> dict[str, Any]:
     raise ValueError(f"{site}: {dict(mod or {})} is not on the site's menu ({', '.join(menu)})")
 
 
-class _Recorder:
+class _ParamCapture:
     """A trial that answers every suggestion with a known value and remembers the parameter name."""
 
     def __init__(self, params: dict[str, Any], value: Any) -> None:
