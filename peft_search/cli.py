@@ -322,6 +322,7 @@ def _serve(command: list[str]) -> int:
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     server = subprocess.Popen(command, env=env, start_new_session=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored (a script's `&`)
     try:
         return server.wait()
     except KeyboardInterrupt:
