@@ -27,19 +27,16 @@ FRONT, COMPLETED, STOPPED = "#d62728", "#1f77b4", "#7f7f7f"
 
 def pareto_png(rows: Rows, metric: str, title: str, path: str | Path) -> Path:
     """The plot as a PNG."""
-    figure = _draw(rows, metric, title)
-    figure.savefig(path)
-    _close(figure)
+    _draw(rows, metric, title).savefig(path)
     return Path(path)
 
 
 def pareto_html(rows: Rows, metric: str, title: str, path: str | Path) -> Path:
     """The plot as a page of inline SVG; hovering a point shows what it is."""
-    figure = _draw(rows, metric, title)
     buffer = io.StringIO()
-    figure.savefig(buffer, format="svg")
-    _close(figure)
-    svg = buffer.getvalue()[buffer.getvalue().index("<svg"):]
+    _draw(rows, metric, title).savefig(buffer, format="svg")
+    svg = buffer.getvalue()
+    svg = svg[svg.index("<svg"):]
     svg = re.sub(r'width="[\d.]+pt" height="[\d.]+pt"', 'width="100%"', svg, count=1)  # scales to the pane (viewBox)
     svg = re.sub(r'<g id="point-(\d+)">',  # each point's group, named by _draw: its tooltip goes inside
                  lambda m: m.group(0) + f"<title>{html.escape(_tip(rows[int(m.group(1))], metric))}</title>", svg)
@@ -55,13 +52,12 @@ def _tip(row: Mapping[str, Any], metric: str) -> str:
 
 
 def _draw(rows: Rows, metric: str, title: str) -> Any:
-    """The figure: one scatter per point (its group id ``point-K`` carries the SVG tooltip), the front's step line."""
-    import matplotlib
+    """The figure: one scatter per point (its group id ``point-K`` carries the SVG tooltip), the front's step line.
+    A bare ``Figure`` (no pyplot): no global backend or figure registry to set up or clean after."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    figure = Figure(figsize=(7, 4.5), dpi=120)
+    ax = figure.subplots()
     labelled: set[str] = set()
     for k, row in enumerate(rows):
         kind = "front" if row["on_front"] else "stopped by ASHA" if row["status"] == Status.STOPPED else "completed"
@@ -79,9 +75,3 @@ def _draw(rows: Rows, metric: str, title: str) -> Any:
     ax.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
     return figure
-
-
-def _close(figure: Any) -> None:
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)

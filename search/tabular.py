@@ -23,6 +23,7 @@ import pandas as pd
 
 from search.pareto import front, hypervolume
 from search.schema import Params, Status, Tags
+from trainers import SE
 
 COLUMNS = ("design_id", "name", "seed", "step", "budget_pct", "valid_metric", "valid_metric_se", "valid_loss",
            "test_metric", "test_metric_se", "seconds", "reference")
@@ -142,7 +143,7 @@ def _rows(mlflow: Any, run: Any, metric: str, names: Mapping[str, str]) -> list[
     import peft_space
 
     history = {key: {m.step: m.value for m in mlflow.get_metric_history(run.info.run_id, key)}
-               for key in (metric, f"{metric}_se", "loss", "seconds")}
+               for key in (metric, f"{metric}{SE}", "loss", "seconds")}
     params, tags, last = run.data.params, run.data.tags, run.data.metrics
     design_id = tags[Tags.DESIGN_ID]
     flat = {k: v for k, v in params.items() if k.split(".", 1)[0] in peft_space.SITES}
@@ -152,8 +153,8 @@ def _rows(mlflow: Any, run: Any, metric: str, names: Mapping[str, str]) -> list[
         is_last = step == final_step
         rows.append({"design_id": design_id, "name": names.get(design_id, design_id), "seed": int(params[Params.SEED]),
                      "step": step, "budget_pct": float(params[Params.BUDGET]), "valid_metric": history[metric][step],
-                     "valid_metric_se": history[f"{metric}_se"].get(step), "valid_loss": history["loss"].get(step),
+                     "valid_metric_se": history[f"{metric}{SE}"].get(step), "valid_loss": history["loss"].get(step),
                      "test_metric": last.get(f"test_{metric}") if is_last else None,
-                     "test_metric_se": last.get(f"test_{metric}_se") if is_last else None,
+                     "test_metric_se": last.get(f"test_{metric}{SE}") if is_last else None,
                      "seconds": history["seconds"].get(step), "reference": design_id == "full", **flat})
     return rows
