@@ -21,7 +21,7 @@ from typing import Any
 from peft_space import space as _space  # noqa: F401  (registers the built-in dimensions)
 from peft_space.dimensions import DIMENSIONS
 from peft_space.errors import DesignError
-from peft_space.sites import SITES, site as _site
+from peft_space.sites import SITES
 
 DESIGN_FILE = "design.json"  # a design as JSON, beside saved weights and in every trial's MLflow record
 
@@ -56,7 +56,7 @@ def resolve_site(site_name: str, raw: Mapping[str, Any], defaults: Mapping[str, 
     ``defaults`` (a preset's values) replace the declared defaults; unlike ``raw`` values they are
     dropped where their dimension is inactive, so overriding ``composition`` drops a preset's ``scale``.
     """
-    _site(site_name)
+    SITES[site_name]  # an unknown site -> DesignError naming every site
     known = list(DIMENSIONS)
     for key in raw:
         if key not in known:

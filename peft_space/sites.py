@@ -37,10 +37,6 @@ def register_site(site: Site) -> Site:
     return SITES.add(site.name, site)
 
 
-def site(name: str) -> Site:
-    return SITES[name]
-
-
 register_site(Site("attn", "attn", ATTENTION_KINDS, "every attention sub-layer"))
 register_site(Site("enc_attn", "attn", ("encoder",), "encoder self-attention"))
 register_site(Site("dec_attn", "attn", ("decoder",), "decoder self-attention (all attention of a decoder-only model)"))

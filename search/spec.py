@@ -1,9 +1,9 @@
 """The search spec: a YAML file (or the same keys from the command line), validated before heavy imports.
 
-Every field is declared once, in ``Spec``, with its default and help (``spec_field``); the parser's field
-list, ``peft-search run``'s options and ``peft-search fields`` (every field with its default and meaning) come
-from those declarations. Every problem is reported at once, one line each, naming the field, the value and what
-is allowed::
+Every field is declared once, in ``Spec``, with its default, help and rule (``spec_field``); the parser,
+``peft-search run``'s options and ``peft-search fields`` (every field with its default and meaning) come from those
+declarations. The few rules that relate fields are listed in ``CROSS_FIELD``. Every problem is reported at once,
+one line each, naming the field, the value and what is allowed::
 
     name: sst2-minilm
     sites: [attn, ffn]
@@ -43,70 +43,290 @@ class SpecError(ValueError):
         super().__init__("\n".join(str(p) for p in problems))
 
 
+Rule = Callable[[str, Any], Any]
+"""A field's own check: ``rule(field name, given value)`` returns the value to keep, or raises ``FieldError`` (or
+``SpecError`` for several problems) naming the field, the value and what is allowed."""
+
+
+def rule(ok: Callable[[Any], bool], allowed: str, convert: Callable[[Any], Any] = lambda value: value) -> Rule:
+    """The rule of a value that passes ``ok``, described as ``allowed``, kept as ``convert(value)``."""
+
+    def check(name: str, value: Any) -> Any:
+        if not ok(value):
+            raise FieldError(name, value, allowed)
+        return convert(value)
+
+    return check
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _percent(value: Any) -> float | None:
+    """'1%', '0.5 %', 1 or 1.0 -> 1.0 (percent); anything else -> None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip().removesuffix("%").strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+POSITIVE = rule(lambda v: _integer(v) and v >= 1, "a positive integer")
+COUNT = rule(lambda v: _integer(v) and v >= 0, "an integer ≥ 0")
+TEXT = rule(_text, "a non-empty string")
+TEXT_OR_NULL = rule(lambda v: v is None or _text(v), "a non-empty string or null")
+
+
+def url(*examples: str) -> Rule:
+    return rule(lambda v: isinstance(v, str) and "://" in v, "a URL such as " + " or ".join(examples))
+
+
+def keyed(**rules: Rule) -> Rule:
+    """A mapping of these keys (each with its own rule); keys left out keep the field's default."""
+
+    def check(name: str, value: Any) -> dict[str, Any]:
+        if not isinstance(value, Mapping):
+            raise FieldError(name, value, "a mapping of " + ", ".join(rules))
+        kept, problems = {}, []
+        for key, item in value.items():
+            try:
+                if key not in rules:
+                    raise FieldError(f"{name}.{key}", key, ", ".join(rules))
+                kept[key] = rules[key](f"{name}.{key}", item)
+            except FieldError as err:
+                problems.append(err)
+        if problems:
+            raise SpecError(problems)
+        return kept
+
+    return check
+
+
+def one_of(allowed: Callable[[], Sequence[str]], many: bool = False) -> Rule:
+    """A name of a fixed set or, ``many``, a list of such names (each checked)."""
+
+    def check(name: str, value: Any) -> Any:
+        names = list(allowed())
+        if many and not isinstance(value, (list, tuple)):
+            raise FieldError(name, value, "a list of " + ", ".join(names))
+        problems = [FieldError(name, item, "one of " + ", ".join(names))
+                    for item in (value if many else [value]) if item not in names]
+        if problems:
+            raise SpecError(problems)
+        return tuple(value) if many else value
+
+    return check
+
+
 def spec_field(default: Any = None, help: str = "", *, factory: Callable[[], Any] | None = None,
-               flag: str | bool = False, choices: Sequence[str] | Callable[[], Sequence[str]] = ()) -> Any:
+               flag: str | bool = False, choices: Sequence[str] | Callable[[], Sequence[str]] = (),
+               check: Rule | None = None) -> Any:
     """One spec field, declared once: its default, its help (``--help``, ``describe``, the docs), the ``peft-search
-    run`` option it gets (``flag=True``: ``--field-name``; a string: that name; otherwise only ``--set``) and, for
-    a field that names one of a fixed set, its ``choices`` (checked by ``parse``, listed in the help)."""
-    metadata = {"help": help, "flag": flag, "choices": choices}
+    run`` option it gets (``flag=True``: ``--field-name``; a string: that name; otherwise only ``--set``), and its
+    rule: ``choices`` for a field that names one of a fixed set (listed in the help too), otherwise ``check``.
+    A field whose default is a mapping keeps the default's keys the spec leaves out."""
+    metadata = {"help": help, "flag": flag, "choices": choices, "check": check}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
 
 
+def _tuples(mapping: Mapping[str, Any]) -> dict[str, tuple]:
+    return {k: tuple(v) if isinstance(v, (list, tuple)) else (v,) for k, v in mapping.items()}
+
+
+def _mapping(name: str, value: Any, allowed: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise FieldError(name, value, allowed)
+    return value
+
+
+def _collect(name: str, value: Any, checks: Callable[[Any], list[FieldError]], keep: Callable[[Any], Any]) -> Any:
+    """Run a rule's item checks; raise them all at once or keep the value."""
+    if problems := checks(value):
+        raise SpecError(problems)
+    return keep(value)
+
+
+def _values(name: str, value: Any) -> dict[str, tuple]:
+    """``values``: each a registered dimension, each listed value one of its choices."""
+    def checks(given: Mapping[str, Any]) -> list[FieldError]:
+        problems = []
+        for dim_name, chosen in given.items():
+            dim = DIMENSIONS.get(dim_name)
+            if dim is None:
+                problems.append(FieldError(f"{name}.{dim_name}", dim_name, "dimensions " + ", ".join(DIMENSIONS)))
+            elif isinstance(dim, Categorical):
+                problems += [FieldError(f"{name}.{dim_name}", v, dim.allowed())
+                             for v in (chosen if isinstance(chosen, (list, tuple)) else [chosen]) if v not in dim.choices()]
+        return problems
+
+    return _collect(name, _mapping(name, value, "a mapping dimension -> [values]"), checks, _tuples)
+
+
+def _ranges(name: str, value: Any) -> dict[str, tuple]:
+    """``ranges``: numeric dimensions, each ``[low, high]`` inside what the dimension allows."""
+    def checks(given: Mapping[str, Any]) -> list[FieldError]:
+        problems = []
+        for dim_name, bounds in given.items():
+            dim = DIMENSIONS.get(dim_name)
+            if not isinstance(dim, (Integer, Float)):
+                problems.append(FieldError(f"{name}.{dim_name}", dim_name, "numeric dimensions"))
+            elif not (isinstance(bounds, (list, tuple)) and len(bounds) == 2 and bounds[0] <= bounds[1]
+                      and all(_number(b) and dim.low <= b <= dim.high for b in bounds)):
+                problems.append(FieldError(f"{name}.{dim_name}", bounds, f"[low, high] within {dim.allowed()}"))
+        return problems
+
+    return _collect(name, _mapping(name, value, "a mapping dimension -> [low, high]"), checks, _tuples)
+
+
+def _preset_overrides(name: str, value: Any) -> dict[str, dict[str, Any]]:
+    """``preset_overrides``: each a preset these values can be applied to."""
+    def checks(given: Mapping[str, Any]) -> list[FieldError]:
+        problems = []
+        for preset, overrides in given.items():
+            try:
+                peft_space.preset(preset, **dict(overrides))
+            except FieldError as err:
+                problems.append(FieldError(f"{name}.{preset}.{err.field}", err.value, err.allowed))
+        return problems
+
+    return _collect(name, _mapping(name, value, "a mapping preset -> {site.dimension: value}"), checks,
+                    lambda given: {k: dict(v) for k, v in given.items()})
+
+
+def _menus(name: str, value: Any) -> dict[str, dict[str, dict[str, tuple]]]:
+    """``menus``: per site, presets that modify it, at values the design space allows (that the site is searched
+    is a cross-field rule)."""
+    from search.space import menu_options
+
+    def checks(given: Mapping[str, Any]) -> list[FieldError]:
+        problems = []
+        for site, menu in given.items():
+            if site not in peft_space.SITES or not isinstance(menu, Mapping):
+                problems.append(FieldError(name, site, "a site (" + ", ".join(peft_space.SITES) + ") mapped to presets"))
+                continue
+            for preset, varied in menu.items():
+                if preset not in peft_space.PRESETS or site not in peft_space.PRESETS[preset].sites:
+                    problems.append(FieldError(f"{name}.{site}", preset, f"presets that modify {site}: " + ", ".join(
+                        p for p, declared in peft_space.PRESETS.items() if site in declared.sites)))
+                    continue
+                try:
+                    for _, mod in menu_options(site, {preset: _tuples(dict(varied or {}))})[1:]:
+                        peft_space.Design({site: mod})
+                except FieldError as err:
+                    problems.append(FieldError(f"{name}.{site}.{preset}.{err.field.split('.')[-1]}", err.value, err.allowed))
+        return problems
+
+    return _collect(name, _mapping(name, value, "a mapping site -> {preset: {dimension: [values]}}"), checks,
+                    lambda given: {site: {preset: _tuples(dict(varied or {})) for preset, varied in menu.items()}
+                                   for site, menu in given.items()})
+
+
+def _plugins(name: str, value: Any) -> tuple[str, ...]:
+    try:
+        import_plugins(value)
+    except (ImportError, TypeError) as err:
+        raise FieldError(name, value, f"importable module names ({err})") from None
+    return tuple(value)
+
+
+def _train(name: str, value: Any) -> dict[str, Any]:
+    """``train``: overrides of the task's training config (checked against the task by a cross-field rule)."""
+    given = dict(_mapping(name, value, "a mapping of training options, e.g. {lr: 1e-3}"))
+    if "steps" in given:
+        raise FieldError(f"{name}.steps", given["steps"], "no steps here: a trial's steps are asha.max_steps")
+    return given
+
+
+PERCENT = rule(lambda v: (p := _percent(v)) is not None and 0 < p <= 100, "a percentage in (0, 100], e.g. '1%'",
+               _percent)
+SECONDS = rule(lambda v: _number(v) and v >= 0, "a number of seconds ≥ 0", float)
+ASHA = keyed(grace_period=POSITIVE, reduction_factor=rule(lambda v: _integer(v) and v >= 2, "an integer ≥ 2"),
+             max_steps=POSITIVE)
+# As Ray: a fraction of a GPU packs trials onto one; more than one GPU comes whole.
+RESOURCES = keyed(cpu=rule(lambda v: _number(v) and v > 0, "a number of CPUs > 0 (fractions allowed)"),
+                  gpu=rule(lambda v: _number(v) and (0 <= v <= 1 or (v > 1 and float(v).is_integer())),
+                           "a fraction of one GPU in [0, 1] (trials share it) or a whole number of GPUs"))
+
+
 @dataclass(frozen=True)
 class Spec:
-    name: str = spec_field("default", "search name: the Optuna study, the MLflow experiment, Ray's folder", flag=True)
+    name: str = spec_field("default", "search name: the Optuna study, the MLflow experiment, Ray's folder", flag=True,
+                           check=TEXT)
     task: str = spec_field("sst2", "task", flag=True, choices=lambda: list(trainers.TASKS))
-    model: str = spec_field("minilm", "base model: 'minilm' (shipped) or a transformers name or path", flag=True)
+    model: str = spec_field("minilm", "base model: 'minilm' (shipped) or a transformers name or path", flag=True,
+                            check=TEXT)
     sites: tuple[str, ...] = spec_field(("attn", "ffn"), "sites a design may modify", choices=lambda: list(peft_space.SITES))
     values: Mapping[str, tuple[Any, ...]] = spec_field(
-        factory=dict, help="allowed values per dimension, e.g. {form: [linear, relu]} (default: every registered value)")
+        factory=dict, help="allowed values per dimension, e.g. {form: [linear, relu]} (default: every registered value)",
+        check=_values)
     ranges: Mapping[str, tuple[float, float]] = spec_field(
         factory=lambda: declared_ranges(), help="numeric search ranges, e.g. {bottleneck: [1, 64]} (default: each "
-                                                "dimension's declared range)")
+                                                "dimension's declared range)", check=_ranges)
     menus: Mapping[str, Mapping[str, Mapping[str, tuple[Any, ...]]]] = spec_field(
         factory=dict, help="a site picks one of these presets (or none) at the listed values instead of every "
-                           "dimension, e.g. {attn: {lora_attn: {bottleneck: [4, 16]}, prefix: {}}}")
-    points_to_evaluate: tuple[str, ...] = spec_field((), "presets tried first (sizes set in preset_overrides)")
+                           "dimension, e.g. {attn: {lora_attn: {bottleneck: [4, 16]}, prefix: {}}}", check=_menus)
+    points_to_evaluate: tuple[str, ...] = spec_field((), "presets tried first (sizes set in preset_overrides)",
+                                                choices=lambda: list(peft_space.PRESETS))
     preset_overrides: Mapping[str, Mapping[str, Any]] = spec_field(
-        factory=dict, help="per preset of points_to_evaluate, e.g. {lora_attn: {attn.bottleneck: 8}}")
+        factory=dict, help="per preset of points_to_evaluate, e.g. {lora_attn: {attn.bottleneck: 8}}",
+        check=_preset_overrides)
     budget_cap: float = spec_field(100.0, "largest budget to train, % of the pretrained model (analytic count, head "
-                                          "excluded), e.g. '1%'; designs above it are never trained", flag=True)
+                                          "excluded), e.g. '1%'; designs above it are never trained", flag=True,
+                                   check=PERCENT)
     sampler: str = spec_field("tpe", "Optuna sampler (grid: every design of a menu space, `seeds` times)", flag=True,
                               choices=SAMPLERS)
-    seeds: int = spec_field(1, "grid: each design is trained with seeds seed, seed+1, ...")
+    seeds: int = spec_field(1, "grid: each design is trained with seeds seed, seed+1, ...", check=POSITIVE)
     scheduler: str = spec_field("asha", "early stopping: asha (one metric), pareto_asha (metric and budget), none "
                                         "(every trial to asha.max_steps)", flag=True, choices=SCHEDULERS)
     asha: Mapping[str, int] = spec_field(
         factory=lambda: {"grace_period": 20, "reduction_factor": 3, "max_steps": 200},
-        help="rungs: grace_period, reduction_factor, max_steps (every trial's steps)")
+        help="rungs: grace_period, reduction_factor, max_steps (every trial's steps)", check=ASHA)
     asha_metric: str | None = spec_field(None, "what the scheduler compares at its rungs: the task's metric (default) "
-                                               "or loss, which separates designs earlier")
-    trials: int = spec_field(20, "designs to train (designs over the budget cap do not count)", flag=True)
-    concurrency: int = spec_field(1, "trials at once", flag=True)
+                                               "or loss, which separates designs earlier", check=TEXT_OR_NULL)
+    trials: int = spec_field(20, "designs to train (designs over the budget cap do not count)", flag=True,
+                             check=POSITIVE)
+    concurrency: int = spec_field(1, "trials at once", flag=True, check=POSITIVE)
     resources: Mapping[str, float] = spec_field(
-        factory=lambda: {"cpu": 1, "gpu": 0}, help="per trial: cpu, gpu (a fraction packs trials onto one GPU)")
+        factory=lambda: {"cpu": 1, "gpu": 0}, help="per trial: cpu, gpu (a fraction packs trials onto one GPU)", check=RESOURCES)
     storage: str = spec_field("sqlite:///peft-search/optuna.db", "Optuna storage URL: sqlite:///…, postgresql://…, "
-                                                                 "journal:///path.log", flag=True)
+                                                                 "journal:///path.log", flag=True,
+                          check=url("sqlite:///path.db", "postgresql://…", "journal:///path.log"))
     tracking_uri: str = spec_field("sqlite:///peft-search/mlflow.db", "MLflow tracking URI: sqlite:///…, "
-                                                                      "http://host:5000", flag=True)
+                                                                      "http://host:5000", flag=True,
+                               check=url("sqlite:///path.db", "postgresql://…", "http://host:5000"))
     ray_address: str | None = spec_field(None, "Ray cluster: 'auto' on a cluster node, or host:port; null: a local "
-                                               "Ray", flag="address")
-    root: str = spec_field("peft-search", "folder of Ray's experiment state and the saved spec", flag=True)
-    seed: int = spec_field(0, "sampler and training seed", flag=True)
+                                               "Ray", flag="address", check=TEXT_OR_NULL)
+    root: str = spec_field("peft-search", "folder of Ray's experiment state and the saved spec", flag=True,
+                           check=TEXT)
+    seed: int = spec_field(0, "sampler and training seed", flag=True, check=COUNT)
     confirm_seeds: int = spec_field(0, "re-train the front's designs with this many more seeds; report the median",
-                                    flag=True)
+                                    flag=True, check=COUNT)
     train: Mapping[str, Any] = spec_field(
-        factory=dict, help="training overrides, e.g. {lr: 1e-3, train_examples: 2000} (steps: asha.max_steps)")
-    data_dir: str | None = spec_field(None, "the task's local files (default: $PEFT_SEARCH_DATA, shared/data)")
+        factory=dict, help="training overrides, e.g. {lr: 1e-3, train_examples: 2000} (steps: asha.max_steps)", check=_train)
+    data_dir: str | None = spec_field(None, "the task's local files (default: $PEFT_SEARCH_DATA, shared/data)", check=TEXT_OR_NULL)
     trainer: str = spec_field("train", "train; synthetic (a closed-form learning curve: a dry run of the whole stack "
                                        "in seconds); tabular (replays the curves recorded in `table`)", flag=True,
                               choices=TRAINERS)
-    table: str | None = spec_field(None, "the tabular benchmark file the tabular trainer replays")
-    synthetic_delay: float = spec_field(0.0, "seconds per report of the synthetic trainer")
+    table: str | None = spec_field(None, "the tabular benchmark file the tabular trainer replays", check=TEXT_OR_NULL)
+    synthetic_delay: float = spec_field(0.0, "seconds per report of the synthetic trainer", check=SECONDS)
     plugins: tuple[str, ...] = spec_field((), "modules imported first (driver and workers) to register dimensions "
-                                              "and values")
+                                              "and values", check=_plugins)
 
     def space(self) -> Any:
         from search.space import Space
@@ -216,135 +436,81 @@ def smoke(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def parse(data: Mapping[str, Any]) -> Spec:
-    """Validate a spec given as a mapping; raises ``SpecError`` listing every problem."""
+    """Validate a spec given as a mapping; raises ``SpecError`` listing every problem.
+
+    Each given field is checked by its own rule (``spec_field``'s ``choices`` or ``check``); ``plugins`` goes first,
+    as plugins register the dimensions and values the other rules check against. Then the rules that relate
+    fields (``CROSS_FIELD``) see every field, a failed one at its default."""
     problems: list[FieldError] = []
-    plugins = data.get("plugins", ())
-    try:
-        import_plugins(plugins)  # before anything is validated: plugins register dimensions and values
-    except (ImportError, TypeError) as err:
-        problems.append(FieldError("plugins", plugins, f"importable module names ({err})"))
-
-    def check(name: str, ok: bool, value: Any, allowed: str) -> None:
-        if not ok:
-            problems.append(FieldError(name, value, allowed))
-
-    for key in data:
-        check(key, key in FIELDS, data[key], "spec fields " + ", ".join(sorted(FIELDS)))
-    spec = {k: v for k, v in data.items() if k in FIELDS}
-    for declared in fields(Spec):  # a field naming one of a fixed set (each of a list's items)
-        if allowed := field_choices(declared):
-            value = spec.get(declared.name, declared.default)
-            for item in value if isinstance(value, (list, tuple)) else [value]:
-                check(declared.name, item in allowed, item, "one of " + ", ".join(allowed))
-    check("name", isinstance(spec.get("name", "x"), str) and spec.get("name", "x") != "", spec.get("name"),
-          "a non-empty string")
-    task = spec.get("task", Spec.task)
-    sites = tuple(spec.get("sites", Spec.sites)) if isinstance(spec.get("sites", ()), (list, tuple)) else None
-    check("sites", sites is not None, spec.get("sites"), "a list of sites")
-    for name, chosen in dict(spec.get("values", {})).items():
-        dim = DIMENSIONS.get(name)
-        check(f"values.{name}", dim is not None, name, "dimensions " + ", ".join(DIMENSIONS))
-        if isinstance(dim, Categorical):
-            for value in chosen if isinstance(chosen, (list, tuple)) else [chosen]:
-                check(f"values.{name}", value in dim.choices(), value, dim.allowed())
-    for name, bounds in dict(spec.get("ranges", {})).items():
-        dim = DIMENSIONS.get(name)
-        numeric = isinstance(dim, (Integer, Float))
-        check(f"ranges.{name}", numeric, name, "numeric dimensions")
-        if numeric:
-            ok = isinstance(bounds, (list, tuple)) and len(bounds) == 2 and all(
-                isinstance(b, (int, float)) and dim.low <= b <= dim.high for b in bounds) and bounds[0] <= bounds[1]
-            check(f"ranges.{name}", ok, bounds, f"[low, high] within {dim.allowed()}")
-    for preset in spec.get("points_to_evaluate", ()):
-        check("points_to_evaluate", preset in peft_space.PRESETS, preset, "presets " + ", ".join(peft_space.PRESETS))
-    for preset, overrides in dict(spec.get("preset_overrides", {})).items():
+    unknown = [key for key in data if key not in FIELDS]
+    problems += [FieldError(key, data[key], "spec fields " + ", ".join(sorted(FIELDS))) for key in unknown]
+    kept: dict[str, Any] = {}
+    for declared in sorted(fields(Spec), key=lambda f: f.name != "plugins"):
+        if declared.name not in data:
+            continue
         try:
-            peft_space.preset(preset, **dict(overrides))
+            kept[declared.name] = _field_rule(declared)(declared.name, data[declared.name])
+        except SpecError as err:
+            problems += err.problems
         except FieldError as err:
-            problems.append(FieldError(f"preset_overrides.{preset}.{err.field}", err.value, err.allowed))
-    cap = _percent(spec.get("budget_cap", Spec.budget_cap))
-    check("budget_cap", cap is not None and 0 < cap <= 100, spec.get("budget_cap"), "a percentage in (0, 100], e.g. '1%'")
-    menus = _menus(spec.get("menus", {}), sites or (), problems)
-    sampler = spec.get("sampler", Spec.sampler)
-    uncovered = [site for site in sites or () if site not in menus]
-    check("sampler", sampler != "grid" or not uncovered, sampler,
-          f"a sampler other than 'grid' unless menus name every site (none for {', '.join(uncovered)})")
-    for key in ("trials", "concurrency", "seed", "confirm_seeds", "seeds"):
-        value = spec.get(key, getattr(Spec, key))
-        positive = key in ("trials", "concurrency", "seeds")
-        check(key, isinstance(value, int) and not isinstance(value, bool) and value >= positive, value,
-              "a positive integer" if positive else "an integer ≥ 0")
-    trainer = spec.get("trainer", Spec.trainer)
-    table = spec.get("table")
-    check("table", (table is None) == (trainer != "tabular") and (table is None or Path(table).is_file()), table,
-          "the path of a tabular benchmark file with trainer: tabular (and only then)")
-    delay = spec.get("synthetic_delay", 0.0)
-    check("synthetic_delay", isinstance(delay, (int, float)) and not isinstance(delay, bool) and delay >= 0, delay,
-          "a number of seconds ≥ 0")
-    for key in ("root", "data_dir", "ray_address"):
-        value = spec.get(key)
-        check(key, value is None or (isinstance(value, str) and value != ""), value, "a non-empty string or null")
-    check("train.steps", "steps" not in dict(spec.get("train", {})), dict(spec.get("train", {})).get("steps"),
-          "no steps here: a trial's steps are asha.max_steps")
-    watch = spec.get("asha_metric")
-    allowed = asha_metrics(trainers.TASKS.get(task, trainers.TASKS[Spec.task]))
-    check("asha_metric", watch is None or watch in allowed, watch, "one of " + ", ".join(allowed))
-    asha = {**Spec().asha, **dict(spec.get("asha", {}))}
-    for key, value in asha.items():
-        check(f"asha.{key}", key in Spec().asha, key, "grace_period, reduction_factor, max_steps")
-        check(f"asha.{key}", isinstance(value, int) and value >= (2 if key == "reduction_factor" else 1), value,
-              "an integer ≥ 2" if key == "reduction_factor" else "a positive integer")
-    resources = {**Spec().resources, **dict(spec.get("resources", {}))}
-    for key, value in resources.items():
-        check(f"resources.{key}", key in ("cpu", "gpu"), key, "cpu, gpu")
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if key == "cpu":
-            check("resources.cpu", number and value > 0, value, "a number of CPUs > 0 (fractions allowed)")
-        elif key == "gpu":  # as Ray: a fraction packs trials onto one GPU; more than one GPU comes whole
-            check("resources.gpu", number and (0 <= value <= 1 or (value > 1 and float(value).is_integer())), value,
-                  "a fraction of one GPU in [0, 1] (trials share it) or a whole number of GPUs")
-    for key in ("storage", "tracking_uri"):
-        value = spec.get(key, getattr(Spec, key))
-        check(key, isinstance(value, str) and "://" in value, value, "a URL such as sqlite:///path.db or postgresql://…"
-              + (" or journal:///path.log" if key == "storage" else ""))
-    try:
-        trainers.resolve(trainers.TASKS.get(task, trainers.TASKS[Spec.task]), dict(spec.get("train", {})))
-    except FieldError as err:
-        problems.append(FieldError(f"train.{err.field}", err.value, err.allowed))
+            problems.append(err)
+    complete = {f.name: _with_default(f, kept) for f in fields(Spec)}
+    for cross in CROSS_FIELD:
+        problems += cross(complete)
     if problems:
         raise SpecError(problems)
-    return Spec(**{**spec, "sites": sites, "budget_cap": cap, "menus": menus, "asha": asha, "resources": resources,
-                   "plugins": tuple(plugins), "synthetic_delay": float(delay),
-                   "points_to_evaluate": tuple(spec.get("points_to_evaluate", ())),
-                   "values": {k: tuple(v) if isinstance(v, (list, tuple)) else (v,) for k, v in dict(spec.get("values", {})).items()},
-                   "ranges": {**declared_ranges(), **{k: tuple(v) for k, v in dict(spec.get("ranges", {})).items()}}})
+    return Spec(**complete)
 
 
-def _menus(data: Any, sites: tuple[str, ...], problems: list[FieldError]) -> dict[str, dict[str, dict[str, tuple]]]:
-    """``menus`` checked: known sites, presets that modify the site, values the design space allows."""
-    from search.space import menu_options
+def _field_rule(declared: Field) -> Rule:
+    if not declared.metadata["choices"]:
+        return declared.metadata["check"]
+    return one_of(lambda: field_choices(declared), many=isinstance(declared.default, tuple))
 
-    if not isinstance(data, Mapping):
-        problems.append(FieldError("menus", data, "a mapping site -> {preset: {dimension: [values]}}"))
-        return {}
-    menus: dict[str, dict[str, dict[str, tuple]]] = {}
-    for site, menu in data.items():
-        if site not in sites or not isinstance(menu, Mapping):
-            problems.append(FieldError("menus", site, "a searched site (" + ", ".join(sites) + ") mapped to presets"))
-            continue
-        menus[site] = {}
-        for name, varied in menu.items():
-            if name not in peft_space.PRESETS or site not in peft_space.PRESETS[name].sites:
-                problems.append(FieldError(f"menus.{site}", name, "presets that modify " + site + ": " + ", ".join(
-                    p for p, preset in peft_space.PRESETS.items() if site in preset.sites)))
-                continue
-            menus[site][name] = {dim: tuple(v) if isinstance(v, (list, tuple)) else (v,) for dim, v in dict(varied or {}).items()}
-            try:
-                for _, mod in menu_options(site, {name: menus[site][name]})[1:]:
-                    peft_space.Design({site: mod})
-            except FieldError as err:
-                problems.append(FieldError(f"menus.{site}.{name}.{err.field.split('.')[-1]}", err.value, err.allowed))
-    return menus
+
+def _with_default(declared: Field, kept: Mapping[str, Any]) -> Any:
+    """A field's checked value, or its default; a mapping keeps the default's keys it leaves out."""
+    default = declared.default_factory() if declared.default_factory is not MISSING else declared.default
+    if declared.name not in kept:
+        return default
+    return {**default, **kept[declared.name]} if isinstance(default, Mapping) else kept[declared.name]
+
+
+def _menus_cover_searched_sites(spec: Mapping[str, Any]) -> list[FieldError]:
+    strays = [site for site in spec["menus"] if site not in spec["sites"]]
+    return [FieldError("menus", site, "a searched site (" + ", ".join(spec["sites"]) + ")") for site in strays]
+
+
+def _grid_needs_menus(spec: Mapping[str, Any]) -> list[FieldError]:
+    uncovered = [site for site in spec["sites"] if site not in spec["menus"]]
+    if spec["sampler"] != "grid" or not uncovered:
+        return []
+    return [FieldError("sampler", "grid", "a sampler other than 'grid' unless menus name every site (none for "
+                                          + ", ".join(uncovered) + ")")]
+
+
+def _table_with_tabular(spec: Mapping[str, Any]) -> list[FieldError]:
+    table = spec["table"]
+    if (table is None) == (spec["trainer"] != "tabular") and (table is None or Path(table).is_file()):
+        return []
+    return [FieldError("table", table, "the path of a tabular benchmark file with trainer: tabular (and only then)")]
+
+
+def _task_metric_and_training(spec: Mapping[str, Any]) -> list[FieldError]:
+    task = trainers.TASKS[spec["task"]]
+    problems = []
+    if spec["asha_metric"] is not None and spec["asha_metric"] not in asha_metrics(task):
+        problems.append(FieldError("asha_metric", spec["asha_metric"], "one of " + ", ".join(asha_metrics(task))))
+    try:
+        trainers.resolve(task, dict(spec["train"]))
+    except FieldError as err:
+        problems.append(FieldError(f"train.{err.field}", err.value, err.allowed))
+    return problems
+
+
+CROSS_FIELD: tuple[Callable[[Mapping[str, Any]], list[FieldError]], ...] = (
+    _menus_cover_searched_sites, _grid_needs_menus, _table_with_tabular, _task_metric_and_training)
+"""The rules that relate fields; each gets every field (checked, or its default) and returns its problems."""
 
 
 def asha_metrics(task: trainers.Task) -> tuple[str, ...]:
@@ -366,17 +532,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
-
-
-def _percent(value: Any) -> float | None:
-    """'1%', '0.5 %', 1 or 1.0 -> 1.0 (percent); anything else -> None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.strip().removesuffix("%").strip())
-        except ValueError:
-            return None
-    return None

@@ -40,7 +40,7 @@ BAD = {
     "sites": (["attn", "mlp"], "sites: 'mlp' is not allowed; allowed: one of attn, enc_attn"),
     "values": ({"form": ["tanh"]}, "values.form: 'tanh' is not allowed; allowed: one of 'linear'"),
     "ranges": ({"bottleneck": [0, 8]}, "ranges.bottleneck: [0, 8] is not allowed; allowed: [low, high] within an integer in [1, 65536]"),
-    "points_to_evaluate": (["lora_qkv"], "points_to_evaluate: 'lora_qkv' is not allowed; allowed: presets bitfit"),
+    "points_to_evaluate": (["lora_qkv"], "points_to_evaluate: 'lora_qkv' is not allowed; allowed: one of bitfit"),
     "preset_overrides": ({"mam": {"ffn.scale": -1}}, "preset_overrides.mam.ffn.scale: -1 is not allowed"),
     "budget_cap": ("lots", "budget_cap: 'lots' is not allowed; allowed: a percentage in (0, 100]"),
     "sampler": ("cmaes", "sampler: 'cmaes' is not allowed; allowed: one of tpe, nsga2, random, gp"),
@@ -52,6 +52,11 @@ BAD = {
     "train": ({"lr": "fast"}, "train.lr: 'fast' is not allowed; allowed: a float"),
     "asha_metric": ("bleu", "asha_metric: 'bleu' is not allowed; allowed: one of accuracy, loss"),
     "colour": ("blue", "colour: 'blue' is not allowed; allowed: spec fields"),
+    "name": ("", "name: '' is not allowed; allowed: a non-empty string"),
+    "seed": (-1, "seed: -1 is not allowed; allowed: an integer ≥ 0"),
+    "synthetic_delay": (True, "synthetic_delay: True is not allowed; allowed: a number of seconds ≥ 0"),
+    "menus": ({"ffn": {"lora_attn": {}}}, "menus.ffn: 'lora_attn' is not allowed; allowed: presets that modify ffn"),
+    "plugins": (["no_such_module"], "plugins: ['no_such_module'] is not allowed; allowed: importable module names"),
 }
 
 
@@ -68,6 +73,16 @@ def test_every_problem_is_reported_at_once():
         parse({key: value for key, (value, _) in BAD.items()})
     assert len(err.value.problems) >= len(BAD)
     assert str(err.value).count("\n") == len(err.value.problems) - 1
+
+
+def test_a_list_field_given_one_name_is_refused_and_a_mapping_keeps_its_default_keys():
+    with pytest.raises(SpecError, match="sites: 'attn' is not allowed; allowed: a list of attn, enc_attn"):
+        parse({"sites": "attn"})
+    spec = parse({"asha": {"max_steps": 90}, "resources": {"gpu": 0.25}, "sites": ["ffn"]})
+    assert spec.asha == {"grace_period": 20, "reduction_factor": 3, "max_steps": 90} and spec.sites == ("ffn",)
+    assert spec.resources == {"cpu": 1, "gpu": 0.25}
+    with pytest.raises(SpecError, match="menus: 'attn' is not allowed; allowed: a searched site \\(ffn\\)"):
+        parse({"sites": ["ffn"], "menus": {"attn": {"lora_attn": {}}}})
 
 
 def test_files_that_are_not_specs(tmp_path):
@@ -96,6 +111,7 @@ def test_each_field_is_declared_once_and_the_help_and_options_derive_from_it():
 
     declared = dataclasses.fields(Spec)
     assert all(f.metadata["help"] for f in declared)
+    assert all(f.metadata["choices"] or f.metadata["check"] for f in declared)  # parse checks each by its own rule
     cli = str(Path(sys.executable).parent / "peft-search")
     listing = subprocess.run([cli, "fields"], capture_output=True, text=True, check=True).stdout.splitlines()
     assert [line.split(":")[0] for line in listing] == [f.name for f in declared]
