@@ -1,7 +1,7 @@
 """Search quality on the tabular benchmark: how much of the true front each searcher × scheduler finds, per step.
 
     python benchmarks/search_quality.py                  # every method, 20 repetitions (≈ minutes on 2 cores)
-    python benchmarks/search_quality.py --reps 5 --methods tpe/pareto_asha:loss,random/none
+    python benchmarks/search_quality.py --reps 5 --methods tpe/pareto_asha:loss,random/none,random/none+confirm
 
 Each repetition replays one search against `benchmarks/tabular/sst2_minilm.csv` (its space = the table's grid):
 the project's own `DesignSearcher` (Optuna sampler, budget known before training) proposes designs and the real
@@ -41,6 +41,9 @@ SPEC = HERE / "tabular" / "sst2_minilm.yaml"
 METRIC = "accuracy"  # the table's task metric (SST-2)
 SAMPLERS = ("random", "tpe", "nsga2", "gp")
 SCHEDULERS = ("none", "asha:accuracy", "asha:loss", "pareto_asha:accuracy", "pareto_asha:loss")
+CONFIRMED = ("random/none+confirm", "tpe/none+confirm", "random/asha:accuracy+confirm", "tpe/asha:accuracy+confirm",
+             "random/asha:loss+confirm", "tpe/asha:loss+confirm", "random/pareto_asha:loss+confirm",
+             "tpe/pareto_asha:loss+confirm", "random/pareto_asha:accuracy+confirm")  # the front re-trained with one more seed
 
 
 @dataclass
@@ -67,8 +70,11 @@ def make_scheduler(spec: Any, kind: str) -> Any:
 
 
 def replay(table: Any, spec: Any, sampler: str, scheduler_kind: str, seed: int, budget_steps: int,
-           concurrency: int) -> Replay:
-    """Run one search against the table until ``budget_steps`` optimiser steps are spent."""
+           concurrency: int, confirm: int = 0, searcher: type | None = None) -> Replay:
+    """Run one search against the table until ``budget_steps`` optimiser steps are spent. With ``confirm`` seeds,
+    each point of the history is what ``--confirm-seeds`` would return had the search stopped there: its front's
+    designs re-trained with ``confirm`` more seeds (every step of that counted), the front again from the medians.
+    ``searcher``: a ``DesignSearcher`` subclass to replay instead (``benchmarks/budget_spread.py``)."""
     from ray.tune.schedulers import TrialScheduler
     from ray.tune.search import Searcher
 
@@ -80,7 +86,7 @@ def replay(table: Any, spec: Any, sampler: str, scheduler_kind: str, seed: int, 
 
     max_t = int(table["step"].max())
     budgets = table.groupby("design_id")["budget_pct"].first().to_dict()
-    searcher = DesignSearcher(spec.space(), metric=METRIC, mode="max", budget_of=lambda d: budgets[d.id],
+    searcher = (searcher or DesignSearcher)(spec.space(), metric=METRIC, mode="max", budget_of=lambda d: budgets[d.id],
                               cap=100.0, study_name="replay", storage=optuna.storages.InMemoryStorage(),
                               sampler=lambda s: make_sampler(sampler, concurrency, s), seed=seed)
     scheduler = make_scheduler(spec, scheduler_kind)
@@ -120,15 +126,53 @@ def replay(table: Any, spec: Any, sampler: str, scheduler_kind: str, seed: int, 
             running -= 1
             if last:
                 done.append((row["valid_metric"], trial.config["budget"], trial.config["design"]))
-                keep = front([(m, b) for m, b, _ in done])
-                history.spent.append(spent)
-                history.returned.append(sorted({done[i][2] for i in keep}))
+                returned, extra = confirmed_front(table, done, seed, confirm)
+                history.spent.append(spent + extra)
+                history.returned.append(returned)
         else:
             heapq.heappush(events, (clock + curves[trial.trial_id][k + 1]["seconds"] - row["seconds"], order,
                                     trial, k + 1))
             order += 1
     history.trials = len(curves)
     return history
+
+
+def confirmed_front(table: Any, done: list[tuple[float, float, str]], seed: int, confirm: int) -> tuple[list[str], int]:
+    """The designs a search returns from its completed trials ``done``, and the steps its confirmation costs:
+    none without ``confirm``; else every front design re-trained with seeds seed+1..seed+confirm (to the last
+    step) and the front recomputed with each one's median validation metric over its seeds (``search.runner.confirm``)."""
+    from search import tabular
+    from search.pareto import front
+
+    keep = front([(m, b) for m, b, _ in done])
+    if not confirm:
+        return sorted({done[i][2] for i in keep}), 0
+    metrics = [m for m, _, _ in done]
+    for i in keep:
+        others = [tabular.curve(table, done[i][2], seed + k).iloc[-1]["valid_metric"] for k in range(1, confirm + 1)]
+        metrics[i] = statistics.median([done[i][0], *others])
+    again = front([(m, b) for m, (_, b, _) in zip(metrics, done)])
+    return sorted({done[i][2] for i in again}), len(keep) * confirm * int(table["step"].max())
+
+
+def ceiling(table: Any, reference: tuple[float, float], true_hv: float) -> str:
+    """What no search that trains each design once can beat: every design trained, the front by one seed's
+    validation metric (per table seed), and by the median over the table's seeds; scored like the searches."""
+    from search import tabular
+    from search.pareto import front
+
+    last = table[table["step"] == table["step"].max()]
+    fraction = {}
+    for seed in tabular.seeds(table):
+        rows = last[last["seed"] == seed]
+        keep = front(list(zip(rows["valid_metric"], rows["budget_pct"])))
+        fraction[f"seed {seed}"] = tabular.scored_hypervolume(table, [rows["design_id"].iloc[i] for i in keep],
+                                                              reference) / true_hv
+    medians = last.groupby("design_id").agg(metric=("valid_metric", "median"), budget=("budget_pct", "first"))
+    keep = front(list(zip(medians["metric"], medians["budget"])))
+    fraction["median of seeds"] = tabular.scored_hypervolume(table, list(medians.index[keep]), reference) / true_hv
+    return ("Ceiling (every design trained to the end, the front chosen on validation, scored on test): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in fraction.items()) + ".\n")
 
 
 def fraction_at(history: Replay, steps: int, table: Any, reference: tuple[float, float], true_hv: float) -> float:
@@ -166,7 +210,7 @@ def main() -> None:
     truth = tabular.true_front(table)
     true_hv = tabular.scored_hypervolume(table, list(truth["design_id"]), reference)
     methods = [m.split("/") for m in args.methods.split(",")] if args.methods else [
-        (s, k) for s in SAMPLERS for k in SCHEDULERS]
+        (s, k) for s in SAMPLERS for k in SCHEDULERS] + [m.split("/") for m in CONFIRMED]
     grid = np.linspace(1, args.budget, int(args.budget))  # FTE at which the curve is read
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -184,8 +228,8 @@ def main() -> None:
         Path(f"{out}.json").write_text(json.dumps({"setting": setting, "grid": list(grid), "true_hv": true_hv,
                                                     "reference": reference, "true_front": truth.to_dict("records"),
                                                     "results": results}, default=float))
-        Path(f"{out}.md").write_text(report(results, grid, truth) + "\n" + found_table(results, truth) + "\n"
-                                     + paper_order(everything))
+        Path(f"{out}.md").write_text(report(results, grid, truth) + "\n" + ceiling(table, reference, true_hv) + "\n"
+                                     + found_table(results, truth) + "\n" + paper_order(everything))
         plot(results, grid, Path(f"{out}.png"))
 
     partial = Path(f"{out}.partial.json")  # repetitions of the method under way (GP: minutes each)
@@ -196,8 +240,11 @@ def main() -> None:
         start = time.perf_counter()
         done = json.loads(partial.read_text()) if partial.exists() else {}
         histories = [Replay(**h) for h in done.get(name, [])] if done.get("setting") == setting else []
+        scheduler_kind, marker, seeds = kind.partition("+confirm")  # "none+confirm": --confirm-seeds 1 at the end
+        confirm = int(seeds or 1) if marker else 0
         for rep in range(len(histories), args.reps):
-            histories.append(replay(table, spec, sampler, kind, rep, int(args.budget * max_t), args.concurrency))
+            histories.append(replay(table, spec, sampler, scheduler_kind, rep, int(args.budget * max_t),
+                                    args.concurrency, confirm))
             partial.write_text(json.dumps({"setting": setting, name: [vars(h) for h in histories]}))
         score(name, histories, time.perf_counter() - start)
         partial.unlink(missing_ok=True)
@@ -278,10 +325,12 @@ def plot(results: dict[str, Any], grid: np.ndarray, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    best = sorted(results, key=lambda n: -statistics.median(at(c, 10) for c in results[n]["curves"]))
-    extra = [n for n in results if n == "random/none" or n.startswith("syne-tune/")]  # the baseline and the peers
+    def best(fte: int) -> list[str]:
+        return sorted(results, key=lambda n: -statistics.median(at(c, fte) for c in results[n]["curves"]))[:3]
+
+    baselines = [n for n in results if n in ("random/none", "random/asha:accuracy") or n.startswith("syne-tune/")]
     shown: dict[str, list[str]] = {}  # methods with identical curves (NSGA-II's first generation is random) share a line
-    for name in best[:5] + [n for n in extra if n not in best[:5]]:
+    for name in dict.fromkeys(best(10) + best(int(grid[-1])) + baselines):
         twin = next((k for k in shown if results[k]["curves"] == results[name]["curves"]), name)
         shown.setdefault(twin, []).append(name)
     for name, twins in shown.items():

@@ -25,14 +25,14 @@ def lora(r: int = 4) -> peft_space.Design:
 
 
 def test_same_seed_same_metrics_other_seed_other_metrics():
-    kwargs = dict(SMALL, steps=20, eval_every=10, lr=1e-3)
+    kwargs = dict(SMALL, steps=8, eval_every=4, lr=1e-3)
     a = trainers.train("sst2", lora(), seed=3, **kwargs)
     b = trainers.train("sst2", lora(), seed=3, **kwargs)
     c = trainers.train("sst2", lora(), seed=4, **kwargs)
-    assert a.status == b.status == c.status == "completed" and a.step == 20
+    assert a.status == b.status == c.status == "completed" and a.step == 8
     assert a.history == b.history and a.test == b.test
     assert a.history != c.history
-    assert [step for step, _ in a.history] == [10, 20]
+    assert [step for step, _ in a.history] == [4, 8]
 
 
 def test_result_records_the_resolved_configuration_and_budget():

@@ -1,0 +1,103 @@
+"""Does spreading proposals across budget levels help? An experiment on the tabular benchmark.
+
+    python benchmarks/budget_spread.py                        # slack 0..4, 20 repetitions, 30 FTE
+    python benchmarks/budget_spread.py --methods random/none+confirm --slack 2
+
+A design's budget is exact before it trains, so a searcher can steer proposals along the budget axis without
+training anything. Here: budgets fall into factor-2 levels (0.25–0.5%, 0.5–1%, ...; the head alone is a level of
+its own); a sampled design whose level already holds more than ``slack`` trials over the emptiest level seen so
+far is set aside (told to Optuna as failed, never trained) and the next one is asked for, at most 30 times per
+trial. Each method is replayed exactly as `benchmarks/search_quality.py` replays it (same table, seeds, rungs,
+step accounting and scoring) with and without the spread, and the median (inter-quartile range) of the hypervolume
+fraction is printed at 5, 10, 20 and 30 FTE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import math
+import statistics
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+sys.path.insert(0, str(Path(__file__).parent))
+import search_quality as sq  # noqa: E402  (the replay this experiment shares)
+
+from search.searcher import DesignSearcher  # noqa: E402
+
+TRIES = 30  # proposals per trial before the spread gives up and trains what it drew
+
+
+def level(budget: float) -> int:
+    """The factor-2 budget level of a design (the head alone, budget 0, is its own level)."""
+    return -99 if budget <= 0 else math.floor(math.log2(budget))
+
+
+def spread(slack: int) -> type[DesignSearcher]:
+    """A ``DesignSearcher`` that sets aside designs from over-filled budget levels."""
+
+    class SpreadSearcher(DesignSearcher):
+        def suggest(self, trial_id: str) -> Any:
+            counts = self.__dict__.setdefault("_levels", collections.Counter())
+            seen = self.__dict__.setdefault("_seen", set())
+            for tries in range(TRIES):
+                config = super().suggest(trial_id)
+                if not isinstance(config, dict):
+                    return config
+                here = level(config["budget"])
+                seen.add(here)
+                if counts[here] <= min(counts[k] for k in seen) + slack or tries == TRIES - 1:
+                    counts[here] += 1
+                    return config
+                self.trials.pop(trial_id)
+                self._reject(self._live.pop(trial_id), f"spread: budget level {here} is ahead")
+            raise AssertionError("unreachable")
+
+    return SpreadSearcher
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", default="random/none+confirm,random/asha:loss+confirm,random/pareto_asha:loss+confirm")
+    parser.add_argument("--slack", default="0,1,2,3,4", help="comma-separated slacks to try")
+    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--budget", type=float, default=30.0)
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    logging.getLogger("optuna").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+    from search import tabular
+    from search.spec import load
+
+    everything = tabular.load(sq.TABLE)
+    table = everything[~everything["reference"].astype(bool)]
+    spec = load(sq.SPEC)
+    max_t = int(table["step"].max())
+    reference = (0.5, float(table["budget_pct"].max()) * 1.1)
+    true_hv = tabular.scored_hypervolume(table, list(tabular.true_front(table)["design_id"]), reference)
+    print("| method | spread slack | HV @5 FTE | HV @10 FTE | HV @20 FTE | HV @30 FTE |\n|---|---|---|---|---|---|")
+    for method in args.methods.split(","):
+        sampler, kind = method.split("/")
+        scheduler_kind, marker, seeds = kind.partition("+confirm")
+        confirm = int(seeds or 1) if marker else 0
+        for slack in [None, *map(int, args.slack.split(","))]:
+            searcher = DesignSearcher if slack is None else spread(slack)
+            histories = [sq.replay(table, spec, sampler, scheduler_kind, rep, int(args.budget * max_t), 4, confirm,
+                                   searcher=searcher) for rep in range(args.reps)]
+            cells = []
+            for fte in (5, 10, 20, int(args.budget)):
+                values = [sq.fraction_at(h, fte * max_t, table, reference, true_hv) for h in histories]
+                q1, _, q3 = statistics.quantiles(values, n=4)
+                cells.append(f"{statistics.median(values):.3f} ({q1:.3f}–{q3:.3f})")
+            print(f"| {method} | {'none' if slack is None else slack} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
