@@ -92,7 +92,7 @@ def test_a_killed_driver_resumes_with_every_finished_trial_once(tmp_path, ray_cl
     recorded = [r.data.tags["ray_trial_id"] for r in runs if r.info.status == "FINISHED"]
     assert sorted(recorded) == sorted(ids)  # every finished trial in MLflow exactly once
 
-    twin = {**spec, "name": "uninterrupted"}  # the same search, left alone: the same front
+    twin = {**spec, "name": "uninterrupted", "synthetic_delay": 0}  # the same search, left alone: the same front
     (tmp_path / "twin.yaml").write_text(json.dumps(twin))
     assert run_cli(["run", str(tmp_path / "twin.yaml"), "--verbose", "0"]).returncode == 0
     assert _front(twin) == _front(spec)
