@@ -168,6 +168,29 @@ class Recorder(Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.writer.close()
 
+    def finish_stale(self, trials: Sequence[Any], total_steps: int) -> int:
+        """Finish the child runs MLflow still holds as running for trials Optuna holds as ended, as Optuna's
+        record says they ended. Ray tells the searcher (Optuna) before its callbacks (this recorder), so a
+        driver killed between the two leaves such a run (found by ``benchmarks/soak.py``). Returns how many."""
+        from search.report import OUTCOMES
+
+        ended = {t.user_attrs["ray_trial_id"]: t for t in sorted(trials, key=lambda t: t.number)
+                 if "ray_trial_id" in t.user_attrs and t.state in OUTCOMES}  # a re-run trial: its latest record
+        self.setup()
+        experiment = experiment_id(self.mlflow, self.search, self.artifacts)
+        running = self.mlflow.search_runs([experiment], max_results=50_000, filter_string="attributes.status = 'RUNNING'")
+        stale = [run.data.tags[Tags.TRIAL] for run in running if run.data.tags.get(Tags.TRIAL) in ended]
+        for trial_id in stale:
+            trial = ended[trial_id]
+            status = OUTCOMES[trial.state]
+            result = {"status": status, "total_steps": total_steps,
+                      "step": trial.user_attrs.get("step", total_steps if status == Status.COMPLETED else 0)}
+            if reason := trial.user_attrs.get("error") or trial.user_attrs.get("interrupted"):
+                result["error"] = reason
+            self.writer.submit({"op": "finish", "trial": trial_id, "config": {}, "result": result})
+        self.writer.close()
+        return len(stale)
+
     def _apply(self, operation: dict[str, Any]) -> None:
         if self.parent is None:
             self.experiment = experiment_id(self.mlflow, self.search, self.artifacts)

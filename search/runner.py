@@ -67,6 +67,7 @@ def run(spec: Spec, *, resume: bool = False, verbose: int = 1) -> Any:
         tuner = tune.Tuner(trainable, param_space=constants(spec), tune_config=_tune_config(spec),
                            run_config=_run_config(spec, verbose))
     tuner.fit()
+    _recorder(spec).finish_stale(study(spec).trials, spec.asha["max_steps"])
     summary = summarise(spec)
     if spec.confirm_seeds:  # the front and its hypervolume again, from the medians over seeds
         summary = summarise(spec, confirm(spec, summary, verbose))

@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -363,3 +364,36 @@ def test_writes_queued_when_the_driver_dies_are_replayed_from_the_journal_once(t
     run = client.search_runs([client.get_experiment_by_name("w").experiment_id], filter_string="tags.ray_trial_id = 't1'")
     assert len(run) == 1 and run[0].info.status == "FINISHED" and run[0].data.tags["status"] == "completed"
     assert [(m.step, m.value) for m in client.get_metric_history(run[0].info.run_id, "accuracy")] == [(2, 0.7), (4, 0.9)]
+
+
+def test_runs_left_running_when_optuna_already_has_the_outcome_are_finished_as_optuna_says(tmp_path):
+    """Ray tells the searcher before its callbacks: a driver killed between the two left MLflow runs RUNNING for
+    trials Optuna holds as ended (the 500-trial soak lost one record so). ``finish_stale`` closes them."""
+    from search.records import Recorder
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", directions=["maximize", "minimize"])
+    ended = {"done": (TrialState.COMPLETE, {}), "cut": (TrialState.PRUNED, {"step": 2}),
+             "dead": (TrialState.FAIL, {"interrupted": "the search driver stopped while this trial ran"})}
+    writing = Recorder(uri, "s", tmp_path, {}, ["attn"])
+    writing.setup()
+    for k, (trial_id, (state, attrs)) in enumerate([*ended.items(), ("live", (None, {}))]):
+        config = {"design": None, "budget": 100.0, "seed": 0, "optuna_trial": k}
+        writing.on_trial_result(0, [], SimpleNamespace(trial_id=trial_id, config=config),
+                                {"step": 2, "accuracy": 0.6, "timestamp": 1_700_000_000})
+        if state is not None:
+            trial = study.ask()
+            for key, value in {"ray_trial_id": trial_id, **attrs}.items():
+                trial.set_user_attr(key, value)
+            study.tell(trial, [0.8, 100.0] if state == TrialState.COMPLETE else None, state=state)
+    writing.on_experiment_end([])
+
+    assert Recorder(uri, "s", tmp_path, {}, ["attn"]).finish_stale(study.trials, total_steps=4) == 3
+    client = MlflowClient(uri)
+    runs = {r.data.tags["ray_trial_id"]: r for r in client.search_runs([client.get_experiment_by_name("s").experiment_id])
+            if "ray_trial_id" in r.data.tags}
+    assert {k: (r.info.status, r.data.tags["status"]) for k, r in runs.items()} == {
+        "done": ("FINISHED", "completed"), "cut": ("FINISHED", "stopped"), "dead": ("FAILED", "failed"),
+        "live": ("RUNNING", "running")}  # a trial Optuna does not hold as ended is left alone
+    assert runs["dead"].data.tags["error"] == "the search driver stopped while this trial ran"
+    assert Recorder(uri, "s", tmp_path, {}, ["attn"]).finish_stale(study.trials, total_steps=4) == 0  # once
