@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import logging
 import math
 import statistics
@@ -39,27 +40,32 @@ def level(budget: float) -> int:
     return -99 if budget <= 0 else math.floor(math.log2(budget))
 
 
-def spread(slack: int) -> type[DesignSearcher]:
-    """A ``DesignSearcher`` that sets aside designs from over-filled budget levels."""
+class SpreadSearcher(DesignSearcher):
+    """A ``DesignSearcher`` that sets aside designs from budget levels ``slack`` trials ahead of the emptiest."""
 
-    class SpreadSearcher(DesignSearcher):
-        def suggest(self, trial_id: str) -> Any:
-            counts = self.__dict__.setdefault("_levels", collections.Counter())
-            seen = self.__dict__.setdefault("_seen", set())
-            for tries in range(TRIES):
-                config = super().suggest(trial_id)
-                if not isinstance(config, dict):
-                    return config
-                here = level(config["budget"])
-                seen.add(here)
-                if counts[here] <= min(counts[k] for k in seen) + slack or tries == TRIES - 1:
-                    counts[here] += 1
-                    return config
-                self.trials.pop(trial_id)
-                self._reject(self._live.pop(trial_id), f"spread: budget level {here} is ahead")
-            raise AssertionError("unreachable")
+    def __init__(self, *args: Any, slack: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.slack, self.counts, self.seen = slack, collections.Counter(), set()
 
-    return SpreadSearcher
+    def suggest(self, trial_id: str) -> Any:
+        for _ in range(TRIES - 1):
+            config = super().suggest(trial_id)
+            if not isinstance(config, dict) or self._take(config["budget"]):
+                return config
+            self.trials.pop(trial_id)
+            self._reject(self._live.pop(trial_id), f"spread: budget level {level(config['budget'])} is ahead")
+        config = super().suggest(trial_id)  # the spread gives up: the last draw is trained
+        if isinstance(config, dict):
+            self._take(config["budget"], force=True)
+        return config
+
+    def _take(self, budget: float, force: bool = False) -> bool:
+        here = level(budget)
+        self.seen.add(here)
+        if force or self.counts[here] <= min(self.counts[k] for k in self.seen) + self.slack:
+            self.counts[here] += 1
+            return True
+        return False
 
 
 def main() -> None:
@@ -84,11 +90,9 @@ def main() -> None:
     true_hv = tabular.scored_hypervolume(table, list(tabular.true_front(table)["design_id"]), reference)
     print("| method | spread slack | HV @5 FTE | HV @10 FTE | HV @20 FTE | HV @30 FTE |\n|---|---|---|---|---|---|")
     for method in args.methods.split(","):
-        sampler, kind = method.split("/")
-        scheduler_kind, marker, seeds = kind.partition("+confirm")
-        confirm = int(seeds or 1) if marker else 0
+        sampler, scheduler_kind, confirm = sq.parse_method(method)
         for slack in [None, *map(int, args.slack.split(","))]:
-            searcher = DesignSearcher if slack is None else spread(slack)
+            searcher = DesignSearcher if slack is None else functools.partial(SpreadSearcher, slack=slack)
             histories = [sq.replay(table, spec, sampler, scheduler_kind, rep, int(args.budget * max_t), 4, confirm,
                                    searcher=searcher) for rep in range(args.reps)]
             cells = []

@@ -28,6 +28,7 @@ import logging
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,13 @@ class Replay:
     trials: int = 0
 
 
+def parse_method(name: str) -> tuple[str, str, int]:
+    """"random/asha:loss+confirm" -> ("random", "asha:loss", 1): sampler, scheduler and confirmation seeds."""
+    sampler, kind = name.split("/")
+    scheduler_kind, marker, seeds = kind.partition("+confirm")
+    return sampler, scheduler_kind, int(seeds or 1) if marker else 0
+
+
 def make_scheduler(spec: Any, kind: str) -> Any:
     """The scheduler a spec with ``scheduler``/``asha_metric`` set from ``kind`` ("asha:loss") would run."""
     from search.runner import scheduler
@@ -70,11 +78,11 @@ def make_scheduler(spec: Any, kind: str) -> Any:
 
 
 def replay(table: Any, spec: Any, sampler: str, scheduler_kind: str, seed: int, budget_steps: int,
-           concurrency: int, confirm: int = 0, searcher: type | None = None) -> Replay:
+           concurrency: int, confirm: int = 0, searcher: Callable[..., Any] | None = None) -> Replay:
     """Run one search against the table until ``budget_steps`` optimiser steps are spent. With ``confirm`` seeds,
     each point of the history is what ``--confirm-seeds`` would return had the search stopped there: its front's
     designs re-trained with ``confirm`` more seeds (every step of that counted), the front again from the medians.
-    ``searcher``: a ``DesignSearcher`` subclass to replay instead (``benchmarks/budget_spread.py``)."""
+    ``searcher``: what builds the searcher instead of ``DesignSearcher`` (``benchmarks/budget_spread.py``)."""
     from ray.tune.schedulers import TrialScheduler
     from ray.tune.search import Searcher
 
@@ -208,8 +216,8 @@ def main() -> None:
     reference = (0.5, float(table["budget_pct"].max()) * 1.1)
     truth = tabular.true_front(table)
     true_hv = tabular.scored_hypervolume(table, list(truth["design_id"]), reference)
-    methods = [m.split("/") for m in args.methods.split(",")] if args.methods else [
-        (s, k) for s in SAMPLERS for k in SCHEDULERS] + [m.split("/") for m in CONFIRMED]
+    methods = args.methods.split(",") if args.methods else [
+        f"{s}/{k}" for s in SAMPLERS for k in SCHEDULERS] + list(CONFIRMED)
     grid = np.linspace(1, args.budget, int(args.budget))  # FTE at which the curve is read
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -236,15 +244,13 @@ def main() -> None:
         plot(results, grid, Path(f"{out}.png"), limits["median of seeds"])
 
     partial = Path(f"{out}.partial.json")  # repetitions of the method under way (GP: minutes each)
-    for sampler, kind in methods:
-        name = f"{sampler}/{kind}"
+    for name in methods:
         if name in results:
             continue
         start = time.perf_counter()
         done = json.loads(partial.read_text()) if partial.exists() else {}
         histories = [Replay(**h) for h in done.get(name, [])] if done.get("setting") == setting else []
-        scheduler_kind, marker, seeds = kind.partition("+confirm")  # "none+confirm": --confirm-seeds 1 at the end
-        confirm = int(seeds or 1) if marker else 0
+        sampler, scheduler_kind, confirm = parse_method(name)
         for rep in range(len(histories), args.reps):
             histories.append(replay(table, spec, sampler, scheduler_kind, rep, int(args.budget * max_t),
                                     args.concurrency, confirm))
@@ -344,7 +350,7 @@ def plot(results: dict[str, Any], grid: np.ndarray, path: Path, confirmed_ceilin
     ax.axhline(0.99, color="grey", lw=0.5, ls="--")
     ax.axhline(0.95, color="grey", lw=0.5, ls=":")
     ax.axhline(confirmed_ceiling, color="black", lw=0.8, ls="-.",
-               label=f"ceiling: every design, median of 2 seeds ({confirmed_ceiling:.3f})")
+               label=f"ceiling: every design, median of its seeds ({confirmed_ceiling:.3f})")
     ax.set_xlabel("optimiser steps spent (full-training equivalents)")
     ax.set_ylabel("hypervolume of the returned front / true front's\n(scored with the table's seed-mean test accuracy)")
     ax.set_title("Search quality on the tabular benchmark (median and inter-quartile band)")

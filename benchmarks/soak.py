@@ -37,14 +37,17 @@ HERE = Path(__file__).parent
 TABLE = HERE / "tabular" / "sst2_minilm.csv"
 GRID = HERE / "tabular" / "sst2_minilm.yaml"
 BIN = Path(sys.executable).parent
-NODE = ["--num-cpus=2", "--node-ip-address=127.0.0.1", "--disable-usage-stats", "--block"]
+NODE = ["--node-ip-address=127.0.0.1", "--disable-usage-stats", "--block"]
 
 
 @dataclass
 class Cluster:
-    """A head and a worker node started with ``ray start``; the worker can be killed and started again."""
+    """A head and a worker node started with ``ray start`` on 127.0.0.1 (also the tests' shared cluster,
+    ``tests/conftest.py``); the worker can be killed and started again. This process joins as a driver."""
 
     root: Path
+    cpus: int = 2  # per node
+    env: dict[str, str] = field(default_factory=dict)  # for the nodes' processes, e.g. PYTHONPATH of plugin modules
     address: str = ""
     head: subprocess.Popen | None = None
     worker: subprocess.Popen | None = None
@@ -79,7 +82,8 @@ class Cluster:
 
     def _node(self, *args: str) -> subprocess.Popen:
         log = open(self.root / "nodes.log", "a")
-        return subprocess.Popen([str(BIN / "ray"), "start", *args, *NODE], stdout=log, stderr=log, start_new_session=True)
+        return subprocess.Popen([str(BIN / "ray"), "start", *args, f"--num-cpus={self.cpus}", *NODE], stdout=log,
+                                stderr=log, start_new_session=True, env={**os.environ, **self.env})
 
     def _wait_for(self, nodes: int) -> None:
         deadline = time.time() + 120

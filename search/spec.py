@@ -43,6 +43,12 @@ class SpecError(ValueError):
         super().__init__("\n".join(str(p) for p in problems))
 
 
+def _raise_all(problems: list[FieldError]) -> None:
+    """A rule that checks several items reports every bad one at once."""
+    if problems:
+        raise SpecError(problems)
+
+
 Rule = Callable[[str, Any], Any]
 """A field's own check: ``rule(field name, given value)`` returns the value to keep, or raises ``FieldError`` (or
 ``SpecError`` for several problems) naming the field, the value and what is allowed."""
@@ -109,8 +115,7 @@ def keyed(**rules: Rule) -> Rule:
                 kept[key] = rules[key](f"{name}.{key}", item)
             except FieldError as err:
                 problems.append(err)
-        if problems:
-            raise SpecError(problems)
+        _raise_all(problems)
         return kept
 
     return check
@@ -123,10 +128,8 @@ def one_of(allowed: Callable[[], Sequence[str]], many: bool = False) -> Rule:
         names = list(allowed())
         if many and not isinstance(value, (list, tuple)):
             raise FieldError(name, value, "a list of " + ", ".join(names))
-        problems = [FieldError(name, item, "one of " + ", ".join(names))
-                    for item in (value if many else [value]) if item not in names]
-        if problems:
-            raise SpecError(problems)
+        _raise_all([FieldError(name, item, "one of " + ", ".join(names))
+                    for item in (value if many else [value]) if item not in names])
         return tuple(value) if many else value
 
     return check
@@ -155,58 +158,44 @@ def _mapping(name: str, value: Any, allowed: str) -> Mapping[str, Any]:
     return value
 
 
-def _collect(name: str, value: Any, checks: Callable[[Any], list[FieldError]], keep: Callable[[Any], Any]) -> Any:
-    """Run a rule's item checks; raise them all at once or keep the value."""
-    if problems := checks(value):
-        raise SpecError(problems)
-    return keep(value)
-
-
 def _values(name: str, value: Any) -> dict[str, tuple]:
     """``values``: each a registered dimension, each listed value one of its choices."""
-    def checks(given: Mapping[str, Any]) -> list[FieldError]:
-        problems = []
-        for dim_name, chosen in given.items():
-            dim = DIMENSIONS.get(dim_name)
-            if dim is None:
-                problems.append(FieldError(f"{name}.{dim_name}", dim_name, "dimensions " + ", ".join(DIMENSIONS)))
-            elif isinstance(dim, Categorical):
-                problems += [FieldError(f"{name}.{dim_name}", v, dim.allowed())
-                             for v in (chosen if isinstance(chosen, (list, tuple)) else [chosen]) if v not in dim.choices()]
-        return problems
-
-    return _collect(name, _mapping(name, value, "a mapping dimension -> [values]"), checks, _tuples)
+    given, problems = _mapping(name, value, "a mapping dimension -> [values]"), []
+    for dim_name, chosen in given.items():
+        dim = DIMENSIONS.get(dim_name)
+        if dim is None:
+            problems.append(FieldError(f"{name}.{dim_name}", dim_name, "dimensions " + ", ".join(DIMENSIONS)))
+        elif isinstance(dim, Categorical):
+            problems += [FieldError(f"{name}.{dim_name}", v, dim.allowed())
+                         for v in (chosen if isinstance(chosen, (list, tuple)) else [chosen]) if v not in dim.choices()]
+    _raise_all(problems)
+    return _tuples(given)
 
 
 def _ranges(name: str, value: Any) -> dict[str, tuple]:
     """``ranges``: numeric dimensions, each ``[low, high]`` inside what the dimension allows."""
-    def checks(given: Mapping[str, Any]) -> list[FieldError]:
-        problems = []
-        for dim_name, bounds in given.items():
-            dim = DIMENSIONS.get(dim_name)
-            if not isinstance(dim, (Integer, Float)):
-                problems.append(FieldError(f"{name}.{dim_name}", dim_name, "numeric dimensions"))
-            elif not (isinstance(bounds, (list, tuple)) and len(bounds) == 2 and bounds[0] <= bounds[1]
-                      and all(_number(b) and dim.low <= b <= dim.high for b in bounds)):
-                problems.append(FieldError(f"{name}.{dim_name}", bounds, f"[low, high] within {dim.allowed()}"))
-        return problems
-
-    return _collect(name, _mapping(name, value, "a mapping dimension -> [low, high]"), checks, _tuples)
+    given, problems = _mapping(name, value, "a mapping dimension -> [low, high]"), []
+    for dim_name, bounds in given.items():
+        dim = DIMENSIONS.get(dim_name)
+        if not isinstance(dim, (Integer, Float)):
+            problems.append(FieldError(f"{name}.{dim_name}", dim_name, "numeric dimensions"))
+        elif not (isinstance(bounds, (list, tuple)) and len(bounds) == 2 and bounds[0] <= bounds[1]
+                  and all(_number(b) and dim.low <= b <= dim.high for b in bounds)):
+            problems.append(FieldError(f"{name}.{dim_name}", bounds, f"[low, high] within {dim.allowed()}"))
+    _raise_all(problems)
+    return _tuples(given)
 
 
 def _preset_overrides(name: str, value: Any) -> dict[str, dict[str, Any]]:
     """``preset_overrides``: each a preset these values can be applied to."""
-    def checks(given: Mapping[str, Any]) -> list[FieldError]:
-        problems = []
-        for preset, overrides in given.items():
-            try:
-                peft_space.preset(preset, **dict(overrides))
-            except FieldError as err:
-                problems.append(FieldError(f"{name}.{preset}.{err.field}", err.value, err.allowed))
-        return problems
-
-    return _collect(name, _mapping(name, value, "a mapping preset -> {site.dimension: value}"), checks,
-                    lambda given: {k: dict(v) for k, v in given.items()})
+    given, problems = _mapping(name, value, "a mapping preset -> {site.dimension: value}"), []
+    for preset, overrides in given.items():
+        try:
+            peft_space.preset(preset, **dict(overrides))
+        except FieldError as err:
+            problems.append(FieldError(f"{name}.{preset}.{err.field}", err.value, err.allowed))
+    _raise_all(problems)
+    return {preset: dict(overrides) for preset, overrides in given.items()}
 
 
 def _menus(name: str, value: Any) -> dict[str, dict[str, dict[str, tuple]]]:
@@ -214,27 +203,26 @@ def _menus(name: str, value: Any) -> dict[str, dict[str, dict[str, tuple]]]:
     is a cross-field rule)."""
     from search.space import menu_options
 
-    def checks(given: Mapping[str, Any]) -> list[FieldError]:
-        problems = []
-        for site, menu in given.items():
-            if site not in peft_space.SITES or not isinstance(menu, Mapping):
-                problems.append(FieldError(name, site, "a site (" + ", ".join(peft_space.SITES) + ") mapped to presets"))
+    given, problems = _mapping(name, value, "a mapping site -> {preset: {dimension: [values]}}"), []
+    menus: dict[str, dict[str, dict[str, tuple]]] = {}
+    for site, menu in given.items():
+        if site not in peft_space.SITES or not isinstance(menu, Mapping):
+            problems.append(FieldError(name, site, "a site (" + ", ".join(peft_space.SITES) + ") mapped to presets"))
+            continue
+        menus[site] = {}
+        for preset, varied in menu.items():
+            if preset not in peft_space.PRESETS or site not in peft_space.PRESETS[preset].sites:
+                problems.append(FieldError(f"{name}.{site}", preset, f"presets that modify {site}: " + ", ".join(
+                    p for p, declared in peft_space.PRESETS.items() if site in declared.sites)))
                 continue
-            for preset, varied in menu.items():
-                if preset not in peft_space.PRESETS or site not in peft_space.PRESETS[preset].sites:
-                    problems.append(FieldError(f"{name}.{site}", preset, f"presets that modify {site}: " + ", ".join(
-                        p for p, declared in peft_space.PRESETS.items() if site in declared.sites)))
-                    continue
-                try:
-                    for _, mod in menu_options(site, {preset: _tuples(dict(varied or {}))})[1:]:
-                        peft_space.Design({site: mod})
-                except FieldError as err:
-                    problems.append(FieldError(f"{name}.{site}.{preset}.{err.field.split('.')[-1]}", err.value, err.allowed))
-        return problems
-
-    return _collect(name, _mapping(name, value, "a mapping site -> {preset: {dimension: [values]}}"), checks,
-                    lambda given: {site: {preset: _tuples(dict(varied or {})) for preset, varied in menu.items()}
-                                   for site, menu in given.items()})
+            menus[site][preset] = _tuples(dict(varied or {}))
+            try:
+                for _, mod in menu_options(site, {preset: menus[site][preset]})[1:]:
+                    peft_space.Design({site: mod})
+            except FieldError as err:
+                problems.append(FieldError(f"{name}.{site}.{preset}.{err.field.split('.')[-1]}", err.value, err.allowed))
+    _raise_all(problems)
+    return menus
 
 
 def _plugins(name: str, value: Any) -> tuple[str, ...]:

@@ -57,40 +57,11 @@ def layers_dimension(scratch_registries):
 def ray_cluster(tmp_path_factory):
     """One real two-node Ray cluster on 127.0.0.1 (a head and a worker, 1 CPU each), shared by every test
     that runs a search; nodes, this driver and the CLI drivers the tests start share the session's token."""
-    import socket
-    import subprocess
-    import time
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from soak import Cluster  # the soak benchmark's cluster
 
-    root = tmp_path_factory.mktemp("ray")
     env = {"PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    address = f"127.0.0.1:{port}"
-    ray = str(Path(sys.executable).parent / "ray")
-    common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats", "--block"]
-    logs = open(root / "nodes.log", "w")
-    nodes = [subprocess.Popen([ray, "start", "--head", f"--port={port}", "--include-dashboard=false",
-                               f"--temp-dir={root / 'tmp'}", *common], env={**os.environ, **env}, stdout=logs, stderr=logs)]
-    import ray as ray_api
-
-    deadline = time.time() + 60
-    while True:
-        try:
-            ray_api.init(address=address, configure_logging=False, log_to_driver=False)
-            break
-        except Exception:  # the head is still starting
-            if time.time() > deadline:
-                raise
-            time.sleep(1)
-    nodes.append(subprocess.Popen([ray, "start", f"--address={address}", *common], env={**os.environ, **env},
-                                  stdout=logs, stderr=logs))
-    while len([n for n in ray_api.nodes() if n["Alive"]]) < 2:
-        assert time.time() < deadline, (root / "nodes.log").read_text()
-        time.sleep(0.5)
-    yield address
-    ray_api.shutdown()
-    for node in reversed(nodes):
-        node.terminate()
-        node.wait(timeout=60)
-    logs.close()
+    cluster = Cluster(tmp_path_factory.mktemp("ray"), cpus=1, env=env)
+    cluster.start()
+    yield cluster.address
+    cluster.stop()
