@@ -1,15 +1,18 @@
-"""Soak: a long replayed search under repeated faults; nothing that finished may be lost or recorded twice.
+"""Soak: long replayed searches under repeated faults; nothing that finished may be lost or recorded twice.
 
     python benchmarks/soak.py                                     # 500 trials, 5 driver kills, 2 node kills
+    python benchmarks/soak.py --searches 2 --postgres             # two searches sharing a PostgreSQL server
     python benchmarks/soak.py --trials 60 --driver-kills 2 --node-kills 1 --out /tmp/soak   # a short one
 
-A real two-node Ray cluster on 127.0.0.1 (head and worker, 2 CPUs each) runs a search of the tabular benchmark's
+A real two-node Ray cluster on 127.0.0.1 (head and worker, 2 CPUs each) runs searches of the tabular benchmark's
 space with the `tabular` trainer (each trial replays its recorded learning curve) and the Pareto-aware scheduler,
-3 trials at once. While it runs, the driver (`peft-search run`, then `peft-search resume`) is SIGKILLed at random
-moments and resumed, and the worker node is SIGKILLed with its workers and started again. The driver's resident
-memory and open files are sampled throughout. At the end every finished trial must be in Optuna and in MLflow
-exactly once, with the table's numbers, no trial may be left RUNNING, and the front must be the table's answer for
-the designs tried. Prints a JSON report (also written to OUT/soak.json).
+3 trials at once each. Their stores are SQLite files, or (``--postgres``) a PostgreSQL server of Debian's package
+started for the soak, whose password reaches the drivers only through a libpq password file. While they run, each
+driver (`peft-search run`, then `peft-search resume`) is SIGKILLed at random moments and resumed, and the worker
+node is SIGKILLed with its workers and started again. The drivers' resident memory and open files are sampled
+throughout. At the end every finished trial must be in Optuna and in MLflow exactly once, with its params and the
+table's numbers, no trial may be left RUNNING, the front must be the table's answer for the designs tried, and the
+password must be in no file but its own. Prints a JSON report (also written to OUT/soak.json).
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ import json
 import os
 import random
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +109,72 @@ class Cluster:
 
 
 @dataclass
+class Postgres:
+    """A PostgreSQL server of Debian's package on 127.0.0.1 with its own data directory and two databases
+    (``optuna``, ``mlflow``): Optuna and MLflow each migrate a schema with an ``alembic_version`` table of its
+    own. The role's password lives in a libpq password file (``PGPASSFILE``), never in a URL."""
+
+    root: Path
+    user: str = "peft"
+    port: int = 0
+    password: str = field(default_factory=lambda: secrets.token_hex(16))
+    data: Path | None = None
+
+    @property
+    def passfile(self) -> Path:
+        return self.root / "pgpass"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a driver needs in its environment to log in."""
+        return {"PGPASSFILE": str(self.passfile)}
+
+    def url(self, database: str) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        # The server refuses to run as root: as root it runs as Debian's `postgres` user, in a folder that user
+        # can enter (pytest's temporary folders are private to root).
+        self.data = Path(tempfile.mkdtemp(prefix="peft-search-pg-"))
+        password_file = self.data / "password"
+        password_file.write_text(self.password)
+        if os.geteuid() == 0:
+            shutil.chown(self.data, "postgres")
+            shutil.chown(password_file, "postgres")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self._server("initdb", "-D", str(self.data / "db"), "-U", self.user, f"--pwfile={password_file}",
+                     "--auth=scram-sha-256", "-E", "UTF8")
+        password_file.unlink()
+        self._server("pg_ctl", "-D", str(self.data / "db"), "-l", str(self.data / "server.log"), "-w", "start",
+                     "-o", f"-h 127.0.0.1 -p {self.port} -k {self.data}")
+        self.passfile.write_text(f"127.0.0.1:{self.port}:*:{self.user}:{self.password}\n")
+        self.passfile.chmod(0o600)
+        for database in ("optuna", "mlflow"):
+            subprocess.run([str(self.bin("createdb")), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user,
+                            database], check=True, env={**os.environ, **self.env}, capture_output=True)
+
+    def stop(self) -> None:
+        if self.data is not None:
+            self._server("pg_ctl", "-D", str(self.data / "db"), "-m", "immediate", "stop")
+            shutil.rmtree(self.data, ignore_errors=True)
+
+    def _server(self, program: str, *args: str) -> None:
+        as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        out = subprocess.run([*as_postgres, str(self.bin(program)), *args], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"{program} failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+
+    @staticmethod
+    def bin(program: str) -> Path:
+        """Debian keeps the server's programs under /usr/lib/postgresql/VERSION/bin, off the PATH."""
+        found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{program}")) or [Path(shutil.which(program) or program)]
+        return found[-1]
+
+
+@dataclass
 class Samples:
     """The driver's resident memory (MB) and open files, against finished trials, per driver life."""
 
@@ -126,14 +197,15 @@ class Samples:
         return {"rss_mb_per_100_trials": max(rss), "open_files_per_100_trials": max(fds)}
 
 
-def spec(root: Path, address: str, trials: int) -> dict[str, Any]:
+def spec(root: Path, address: str, trials: int, name: str, postgres: Postgres | None) -> dict[str, Any]:
     """The tabular benchmark's space, replayed: random designs, Pareto ASHA on the recorded rungs."""
     grid = yaml.safe_load(GRID.read_text())
-    return {"name": "soak", "task": grid["task"], "sites": grid["sites"], "menus": grid["menus"],
+    stores = ({"storage": postgres.url("optuna"), "tracking_uri": postgres.url("mlflow")} if postgres else
+              {"storage": f"sqlite:///{root}/optuna.db", "tracking_uri": f"sqlite:///{root}/mlflow.db"})
+    return {"name": name, "task": grid["task"], "sites": grid["sites"], "menus": grid["menus"],
             "trainer": "tabular", "table": str(TABLE), "sampler": "random", "scheduler": "pareto_asha",
             "asha_metric": "loss", "asha": grid["asha"], "trials": trials, "concurrency": 3, "seed": 0,
-            "ray_address": address, "root": str(root), "storage": f"sqlite:///{root}/optuna.db",
-            "tracking_uri": f"sqlite:///{root}/mlflow.db"}
+            "ray_address": address, "root": str(root), **stores}
 
 
 def finished_trials(data: dict[str, Any]) -> list[Any]:
@@ -148,55 +220,120 @@ def finished_trials(data: dict[str, Any]) -> list[Any]:
             if "ray_trial_id" in t.user_attrs]
 
 
-def soak(root: Path, trials: int, driver_kills: int, node_kills: int, seed: int = 0) -> dict[str, Any]:
-    """Run the search under the faults; return what was survived and what was checked."""
+@dataclass
+class Search:
+    """One search of the soak: its driver (``peft-search run``, after a kill ``peft-search resume``), killed when
+    its finished trials reach each of ``kill_at``."""
+
+    data: dict[str, Any]
+    kill_at: list[int]
+    samples: Samples = field(default_factory=Samples)
+    driver: subprocess.Popen | None = None
+    finished: int = 0
+    kills: int = 0
+    done: bool = False
+
+    def poll(self, env: dict[str, str], log: Any) -> None:
+        """Start or resume the driver if none runs, sample it, and kill it at the next moment due."""
+        if self.driver is not None and self.driver.poll() is not None:
+            if self.driver.returncode not in (0, -signal.SIGKILL):
+                raise RuntimeError(f"the driver of {self.data['name']} failed ({self.driver.returncode}); see {log.name}")
+            self.done = self.driver.returncode == 0
+        if self.done:
+            return
+        if self.driver is None or self.driver.returncode is not None:
+            root = self.data["root"]
+            command = (["run", f"{root}/{self.data['name']}.yaml"] if self.driver is None else
+                       ["resume", self.data["name"], "--root", root])
+            self.driver = subprocess.Popen([str(BIN / "peft-search"), *command, "--verbose", "0"], stdout=log,
+                                           stderr=log, env=env)
+            self.samples.lives.append([])
+        self.finished = len(finished_trials(self.data))
+        self.samples.take(self.driver.pid, self.finished)
+        if self.kill_at and self.finished >= self.kill_at[0]:
+            self.kill_at.pop(0)
+            self.driver.send_signal(signal.SIGKILL)
+            self.driver.wait()
+            self.kills += 1
+
+
+def moments(draw: random.Random, trials: int, kills: int) -> list[int]:
+    """When to kill: finished-trial counts drawn from the middle 80% of the run."""
+    return sorted(draw.sample(range(trials // 10, trials * 9 // 10), kills))
+
+
+def soak(root: Path, trials: int, driver_kills: int, node_kills: int, seed: int = 0, searches: int = 1,
+         postgres: bool = False, cluster: Cluster | None = None) -> dict[str, Any]:
+    """Run ``searches`` searches of ``trials`` each, sharing their stores (SQLite files, or a PostgreSQL server
+    started for the soak) and a Ray cluster (``cluster``, else one started here), under the faults: each driver
+    killed ``driver_kills`` times, the worker node ``node_kills`` times. Return what was survived and checked."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     root.mkdir(parents=True, exist_ok=True)
-    token = root / "auth_token"  # Ray 2.60 authenticates nodes and drivers by token, as a cluster should
-    token.write_text(secrets.token_hex(32))
-    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0"})
     draw = random.Random(seed)
-    kill_driver_at = sorted(draw.sample(range(trials // 10, trials * 9 // 10), driver_kills))
-    kill_node_at = sorted(draw.sample(range(trials // 10, trials * 9 // 10), node_kills))
-    cluster = Cluster(root)
-    cluster.start()
-    data = spec(root, cluster.address, trials)
-    (root / "spec.yaml").write_text(yaml.safe_dump(data))
-    samples, log = Samples(), open(root / "drivers.log", "a")
-    survived = {"driver_kills": 0, "node_kills": 0}
+    own_cluster = cluster is None
+    if own_cluster:
+        token = root / "auth_token"  # Ray 2.60 authenticates nodes and drivers by token, as a cluster should
+        token.write_text(secrets.token_hex(32))
+        os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0"})
+        cluster = Cluster(root)
+        cluster.start()
+    server = Postgres(root / "postgres") if postgres else None
+    runs, kill_node_at, log = [], moments(draw, trials * searches, node_kills), open(root / "drivers.log", "a")
     start = time.time()
     try:
-        command = [str(BIN / "peft-search"), "run", str(root / "spec.yaml"), "--verbose", "0"]
-        while True:
-            driver = subprocess.Popen(command, stdout=log, stderr=log)
-            samples.lives.append([])
-            while driver.poll() is None:
-                done = len(finished_trials(data))
-                samples.take(driver.pid, done)
-                if kill_driver_at and done >= kill_driver_at[0]:
-                    kill_driver_at.pop(0)
-                    driver.send_signal(signal.SIGKILL)
-                    driver.wait()
-                    survived["driver_kills"] += 1
-                    break
-                if kill_node_at and done >= kill_node_at[0]:
-                    kill_node_at.pop(0)
-                    cluster.kill_worker()
-                    cluster.start_worker()
-                    survived["node_kills"] += 1
-                time.sleep(1)
-            if driver.returncode not in (0, -signal.SIGKILL):
-                raise RuntimeError(f"the driver failed ({driver.returncode}); see {root / 'drivers.log'}")
-            if driver.returncode == 0:
-                break
-            command = [str(BIN / "peft-search"), "resume", "soak", "--root", str(root), "--verbose", "0"]
+        if server:
+            server.start()
+            os.environ.update(server.env)  # this process reads the stores too
+        for k in range(searches):
+            data = spec(root, cluster.address, trials, f"soak{k}", server)
+            (root / f"{data['name']}.yaml").write_text(yaml.safe_dump(data))
+            runs.append(Search(data, moments(draw, trials, driver_kills)))
+        env = {**os.environ, **cluster.env}
+        while not all(run.done for run in runs):
+            for run in runs:
+                run.poll(env, log)
+            if kill_node_at and sum(run.finished for run in runs) >= kill_node_at[0]:
+                kill_node_at.pop(0)
+                cluster.kill_worker()
+                cluster.start_worker()
+            time.sleep(1)
+        minutes = round((time.time() - start) / 60, 1)
+        checks = [check(run.data) for run in runs]
+        seen = password_seen(root, server, cluster.root) if server else None
     finally:
-        cluster.stop()
+        for run in runs:
+            if run.driver is not None and run.driver.poll() is None:
+                run.driver.kill()
+        if own_cluster:
+            cluster.stop()
+        if server:
+            server.stop()
+            os.environ.pop("PGPASSFILE", None)
         log.close()
-    return {"trials": trials, **survived, "minutes": round((time.time() - start) / 60, 1), **check(data),
-            **samples.slopes()}
+    slopes = [run.samples.slopes() for run in runs]
+    return {"searches": searches, "trials": trials, "store": "postgresql" if server else "sqlite",
+            "driver_kills": sum(run.kills for run in runs), "node_kills": node_kills - len(kill_node_at),
+            "minutes": minutes, **{key: _total([c[key] for c in checks]) for key in checks[0]},
+            **({"password_seen_in": seen} if server else {}),
+            **{key: max(s[key] for s in slopes) for key in slopes[0]}}
+
+
+def _total(values: list[Any]) -> Any:
+    return all(values) if isinstance(values[0], bool) else sum(values)
+
+
+def password_seen(root: Path, server: Postgres, cluster_root: Path) -> list[str]:
+    """Every file that holds the store's password in clear: what the searches wrote (saved specs, Ray's
+    experiment state and logs, artifacts, the drivers' output), a dump of both databases (every Optuna and MLflow
+    record), and the password file itself, the one place it belongs (so the scan is seen to find it)."""
+    for database in ("optuna", "mlflow"):
+        subprocess.run([str(server.bin("pg_dump")), "-h", "127.0.0.1", "-p", str(server.port), "-U", server.user,
+                        "-f", str(root / f"dump-{database}.sql"), database], check=True, env={**os.environ, **server.env})
+    secret = server.password.encode()
+    files = {p for folder in (root, cluster_root) for p in folder.rglob("*") if p.is_file()}
+    return sorted(str(p) for p in files if secret in p.read_bytes())
 
 
 def check(data: dict[str, Any]) -> dict[str, Any]:
@@ -216,8 +353,10 @@ def check(data: dict[str, Any]) -> dict[str, Any]:
     runs = client.search_runs([experiment], filter_string="tags.ray_trial_id != ''", max_results=50_000)
     recorded = [r.data.tags["ray_trial_id"] for r in runs if r.info.status == "FINISHED"]
     table = tabular.load(str(TABLE))
-    wrong = 0
+    wrong, bare = 0, [run for run in runs if "seed" not in run.data.params]
     for run in runs:
+        if run in bare:
+            continue
         curve = tabular.curve(table, run.data.tags["design_id"], int(run.data.params["seed"]))
         history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "accuracy")}
         expected = dict(zip(curve["step"], curve["valid_metric"]))
@@ -230,20 +369,24 @@ def check(data: dict[str, Any]) -> dict[str, Any]:
     return {"finished": len(finished), "errored": len(errored), "optuna_duplicates": len(ids) - len(set(ids)),
             "mlflow_records": len(recorded), "mlflow_duplicates": len(recorded) - len(set(recorded)),
             "lost": len(set(ids) - set(recorded)), "records_not_in_optuna": len(set(recorded) - set(ids)),
-            "left_running": len(study.get_trials(states=(TrialState.RUNNING,))), "wrong_histories": wrong,
+            "left_running": len(study.get_trials(states=(TrialState.RUNNING,))), "records_without_params": len(bare),
+            "wrong_histories": wrong,
             "wrong_final_metrics": int(sum(m != metric for (m, _), metric in zip(told, table_metric))),
             "front_is_the_tables": sorted(front(told)) == sorted(front([(m, b) for (_, b), m in zip(told, table_metric)]))}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=500)
-    parser.add_argument("--driver-kills", type=int, default=5)
+    parser.add_argument("--trials", type=int, default=500, help="per search")
+    parser.add_argument("--driver-kills", type=int, default=5, help="per search")
     parser.add_argument("--node-kills", type=int, default=2)
+    parser.add_argument("--searches", type=int, default=1, help="searches at once, sharing the stores")
+    parser.add_argument("--postgres", action="store_true", help="stores on a PostgreSQL server started for the soak")
     parser.add_argument("--seed", type=int, default=0, help="draws the kill moments")
     parser.add_argument("--out", default="/tmp/peft-search-soak")
     args = parser.parse_args()
-    report = soak(Path(args.out), args.trials, args.driver_kills, args.node_kills, args.seed)
+    report = soak(Path(args.out), args.trials, args.driver_kills, args.node_kills, args.seed, args.searches,
+                  args.postgres)
     (Path(args.out) / "soak.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
 

@@ -55,11 +55,17 @@ def experiment_id(mlflow: MlflowClient, name: str, artifacts: Path) -> str:
 def parent_run(mlflow: MlflowClient, experiment: str, name: str, params: Mapping[str, Any]) -> str:
     """The search's parent run: found by its tag (a resumed search keeps it) or created."""
     runs = mlflow.search_runs([experiment], filter_string=f"tags.`{Tags.SEARCH}` = '{name}'", max_results=1)
-    if runs:
-        return runs[0].info.run_id
-    run = mlflow.create_run(experiment, run_name=name, tags={Tags.SEARCH: name})
-    mlflow.log_batch(run.info.run_id, params=[Param(k, _text(v)) for k, v in params.items()])
-    return run.info.run_id
+    run = runs[0].info.run_id if runs else mlflow.create_run(experiment, run_name=name, tags={Tags.SEARCH: name}).info.run_id
+    mlflow.log_batch(run, params=new_params(mlflow, run, params))  # again if found: a killed driver may have left it bare
+    return run
+
+
+def new_params(mlflow: MlflowClient, run: str, values: Mapping[str, Any]) -> list[Param]:
+    """The params a run does not hold yet (MLflow params are write-once; a resumed search may have raised one)."""
+    if not values:
+        return []
+    logged = set(mlflow.get_run(run).data.params)
+    return [Param(k, _text(v)) for k, v in values.items() if k not in logged]
 
 
 class Writer:
@@ -206,7 +212,7 @@ class Recorder(Callback):
         step, when = int(result.get("step", 0)), int(1000 * result.get("timestamp", time.time()))  # replay-safe
         metrics = [Metric(k, float(v), when, step) for k, v in result.items() if _is_number(v) and k not in NOT_METRICS]
         where = [RunTag(Tags.NODE_ID, str(result["node_id"]))] if "node_id" in result else []  # where it runs now
-        self.mlflow.log_batch(run, metrics=metrics, params=self._new_params(run, _resolved(result)), tags=where)
+        self.mlflow.log_batch(run, metrics=metrics, params=new_params(self.mlflow, run, _resolved(result)), tags=where)
 
     def _finish(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> None:
         run = self._run(trial_id, config)
@@ -223,16 +229,9 @@ class Recorder(Callback):
         if result.get("error"):
             tags[Tags.ERROR] = _text(result["error"])
         self.mlflow.log_batch(run, tags=[RunTag(k, str(v)) for k, v in tags.items()],
-                              params=self._new_params(run, _resolved(result)))
+                              params=new_params(self.mlflow, run, _resolved(result)))
         self.mlflow.set_terminated(run, RunStatus.to_string(RunStatus.FAILED if status == Status.FAILED else RunStatus.FINISHED))
         self.finished.add(trial_id)
-
-    def _new_params(self, run: str, values: Mapping[str, Any]) -> list[Param]:
-        """Params not logged yet (MLflow params are write-once): the trainer's resolved configuration."""
-        if not values:
-            return []
-        logged = set(self.mlflow.get_run(run).data.params)
-        return [Param(k, _text(v)) for k, v in values.items() if k not in logged]
 
     def _run(self, trial_id: str, config: dict[str, Any]) -> str | None:
         """The trial's child run (created on first use); ``None`` once it is finished: nothing is logged twice."""
@@ -245,6 +244,8 @@ class Recorder(Callback):
                 self.finished.add(trial_id)
                 return None
             self.runs[trial_id] = found[0].info.run_id if found else self._create(trial_id, config)
+            if config:  # again if found: a driver killed between creating and describing it left a bare run
+                self._describe(self.runs[trial_id], config)
         return self.runs[trial_id]
 
     def _create(self, trial_id: str, config: dict[str, Any]) -> str:
@@ -252,19 +253,25 @@ class Recorder(Callback):
 
         confirmation = "case" in config
         config = unfold(config)
-        design = _design(config)
-        tags = {Tags.PARENT: self.parent, Tags.TRIAL: trial_id, Tags.DESIGN_ID: design_id(design),
+        tags = {Tags.PARENT: self.parent, Tags.TRIAL: trial_id, Tags.DESIGN_ID: design_id(_design(config)),
                 Tags.OPTUNA_TRIAL: str(config.get("optuna_trial", "")), Tags.PRESET: config.get("preset", ""),
                 Tags.STATUS: Status.RUNNING, Tags.CONFIRMATION: str(confirmation).lower()}
         run = self.mlflow.create_run(self.experiment, run_name=f"{self.search}-{config.get('optuna_trial', trial_id)}",
                                      tags=tags)
+        return run.info.run_id
+
+    def _describe(self, run: str, config: dict[str, Any]) -> None:
+        """The trial's params (the search's constants, the design, budget, seed) and its design.json."""
+        from search.trainable import unfold
+
+        config = unfold(config)
+        design = _design(config)
         untouched = {f"{site}.form": "none" for site in self.sites}  # a searched site left alone is a value too
         params = {**self.constants, **untouched, **(config["design"] or {}), Params.BUDGET: config["budget"],
                   Params.SEED: config["seed"]}
-        self.mlflow.log_batch(run.info.run_id, params=[Param(k, _text(v)) for k, v in params.items()])
+        self.mlflow.log_batch(run, params=new_params(self.mlflow, run, params))
         if design is not None:  # full fine-tuning has no design to save
-            self.mlflow.log_text(run.info.run_id, design.to_json(), "design.json")
-        return run.info.run_id
+            self.mlflow.log_text(run, design.to_json(), "design.json")
 
 
 NOT_METRICS = {"step", "total_steps", "optuna_trial", "training_iteration", "timestamp", "time_this_iter_s",

@@ -17,7 +17,7 @@ import os
 import socket
 import sqlite3
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from search.schema import Params, Status
 from search.spec import Spec, load
 
 log = logging.getLogger(__name__)
+SCHEMA_LOCK = int.from_bytes(b"peft-sch")  # PostgreSQL advisory lock key (a bigint) of schema creation
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # a failed trial's last report has no metric
@@ -56,7 +57,7 @@ def run(spec: Spec, *, resume: bool = False, verbose: int = 1) -> Any:
     _connect(spec)  # an unreachable cluster is refused before anything is written
     saved.parent.mkdir(parents=True, exist_ok=True)
     saved.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
-    _sqlite_stores(spec)
+    _create_stores(spec)
     set_target(spec)
     trainable = _trainable(spec)
     path = experiment_dir(spec) / spec.name
@@ -130,25 +131,46 @@ def _listening(address: str) -> bool:
         return False
 
 
-def _sqlite_stores(spec: Spec) -> None:
-    """Create SQLite stores (folder, schema) once, under a file lock: two searches starting at the same time
-    on one store must not both run its schema migrations. Write-ahead-log mode lets ``peft-search pareto`` or
-    the MLflow UI read while a search writes."""
+def _create_stores(spec: Spec) -> None:
+    """Create the stores' schemas once, under a lock: two searches starting at the same time on one store must not
+    both run its schema migrations (both Optuna's and MLflow's fail on PostgreSQL when they race)."""
     import optuna
     from mlflow.tracking import MlflowClient
 
     schemas = {spec.storage: lambda url: optuna.storages.RDBStorage(url),
                spec.tracking_uri: lambda url: MlflowClient(url).search_experiments(max_results=1)}
     for url, create in schemas.items():
-        if not url.startswith("sqlite:///"):
-            continue
-        path = Path(url.removeprefix("sqlite:///"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_name(path.name + ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            with contextlib.closing(sqlite3.connect(path)) as db:
-                db.execute("PRAGMA journal_mode=WAL")
-            create(url)
+        lock = _sqlite_lock if url.startswith("sqlite:///") else _postgres_lock if url.startswith("postgresql") else None
+        if lock is not None:
+            with lock(url):
+                create(url)
+
+
+@contextlib.contextmanager
+def _sqlite_lock(url: str) -> Iterator[None]:
+    """A file lock next to the database. Write-ahead-log mode lets ``peft-search pareto`` or the MLflow UI read
+    while a search writes."""
+    path = Path(url.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+        yield
+
+
+@contextlib.contextmanager
+def _postgres_lock(url: str) -> Iterator[None]:
+    """The server's advisory lock of this database, held on a connection of its own (released if we die)."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK})
+            yield
+    finally:
+        engine.dispose()
 
 
 def _trainable(spec: Spec) -> Any:
@@ -260,7 +282,7 @@ def _params(spec: Spec) -> dict[str, Any]:
         else:
             flat[key] = value
     flat |= {Params.METRIC: spec.task_def.validation_metric, Params.HIGHER_IS_BETTER: spec.task_def.higher_is_better}
-    return {k: v for k, v in flat.items() if k not in ("storage", "tracking_uri")}  # URLs may carry credentials
+    return {k: v for k, v in flat.items() if k not in ("storage", "tracking_uri")}  # where records live, not what ran
 
 
 # -- after the search --------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -97,8 +98,22 @@ TEXT = rule(_text, "a non-empty string")
 TEXT_OR_NULL = rule(lambda v: v is None or _text(v), "a non-empty string or null")
 
 
-def url(*examples: str) -> Rule:
-    return rule(lambda v: isinstance(v, str) and "://" in v, "a URL such as " + " or ".join(examples))
+def store_url(*examples: str) -> Rule:
+    """A store's URL, without a password: the saved spec, logs and records may show the URL, so the password comes
+    from where the store's client looks for one (PostgreSQL: PGPASSWORD or a PGPASSFILE; an MLflow server:
+    MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN)."""
+
+    def check(name: str, value: Any) -> str:
+        if not (isinstance(value, str) and "://" in value):
+            raise FieldError(name, value, "a URL such as " + " or ".join(examples))
+        parts = urlsplit(value)
+        if parts.password is not None:  # named, not repeated: the error line is a log line too
+            hidden = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+            raise FieldError(name, hidden, "a URL without a password; give the password in the environment "
+                                           "(PGPASSWORD, MLFLOW_TRACKING_PASSWORD) or a file (PGPASSFILE)")
+        return value
+
+    return check
 
 
 def keyed(**rules: Rule) -> Rule:
@@ -292,12 +307,14 @@ class Spec:
     concurrency: int = spec_field(1, "trials at once", flag=True, check=POSITIVE)
     resources: Mapping[str, float] = spec_field(
         factory=lambda: {"cpu": 1, "gpu": 0}, help="per trial: cpu, gpu (a fraction packs trials onto one GPU)", check=RESOURCES)
-    storage: str = spec_field("sqlite:///peft-search/optuna.db", "Optuna storage URL: sqlite:///…, postgresql://…, "
-                                                                 "journal:///path.log", flag=True,
-                          check=url("sqlite:///path.db", "postgresql://…", "journal:///path.log"))
+    storage: str = spec_field("sqlite:///peft-search/optuna.db", "Optuna storage URL: sqlite:///…, postgresql://user@host/db "
+                                                                 "(password from PGPASSWORD or PGPASSFILE, never the "
+                                                                 "URL), journal:///path.log", flag=True,
+                          check=store_url("sqlite:///path.db", "postgresql://user@host/db", "journal:///path.log"))
     tracking_uri: str = spec_field("sqlite:///peft-search/mlflow.db", "MLflow tracking URI: sqlite:///…, "
-                                                                      "http://host:5000", flag=True,
-                               check=url("sqlite:///path.db", "postgresql://…", "http://host:5000"))
+                                                                      "postgresql://user@host/db, http://host:5000 (no "
+                                                                      "password in the URL)", flag=True,
+                               check=store_url("sqlite:///path.db", "postgresql://user@host/db", "http://host:5000"))
     ray_address: str | None = spec_field(None, "Ray cluster: 'auto' on a cluster node, or host:port; null: a local "
                                                "Ray", flag="address", check=TEXT_OR_NULL)
     root: str = spec_field("peft-search", "folder of Ray's experiment state and the saved spec", flag=True,

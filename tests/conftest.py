@@ -27,7 +27,7 @@ from peft_space.dimensions import DIMENSIONS  # noqa: E402
 
 
 # Slow tests (a real Ray cluster, a browser, real training): `pytest -m "not slow"` is the inner loop; CI runs all.
-SLOW_FIXTURES = {"ray_cluster"}  # and every fixture built on it
+SLOW_FIXTURES = {"cluster"}  # and every fixture built on it
 
 
 def pytest_collection_modifyitems(items):
@@ -54,7 +54,7 @@ def layers_dimension(scratch_registries):
 
 
 @pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory):
+def cluster(tmp_path_factory):
     """One real two-node Ray cluster on 127.0.0.1 (a head and a worker, 1 CPU each), shared by every test
     that runs a search; nodes, this driver and the CLI drivers the tests start share the session's token."""
     sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
@@ -63,5 +63,11 @@ def ray_cluster(tmp_path_factory):
     env = {"PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     cluster = Cluster(tmp_path_factory.mktemp("ray"), cpus=1, env=env)
     cluster.start()
-    yield cluster.address
+    yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(cluster):
+    """The shared cluster's address (host:port), as a spec's ``ray_address`` takes it."""
+    return cluster.address

@@ -259,12 +259,11 @@ def test_records_wait_for_a_tracking_server_that_goes_away_and_comes_back(tmp_pa
         _stop(server)
 
 
-@pytest.mark.parametrize("round_", [1, 2, 3])
-def test_two_searches_share_one_optuna_journal_and_one_mlflow_store_at_once(tmp_path_factory, ray_cluster, round_):
-    shared = tmp_path_factory.getbasetemp() / "shared-stores"  # the same stores in every round
-    shared.mkdir(exist_ok=True)
-    drivers = {}
-    for name in (f"left{round_}", f"right{round_}"):
+def test_two_searches_share_one_optuna_journal_and_one_mlflow_store_at_once(tmp_path, ray_cluster):
+    """Two drivers start at once on new stores (both would create the schemas); tests/test_soak.py does the same
+    on PostgreSQL, under kills."""
+    shared, drivers = tmp_path, {}
+    for name in ("left", "right"):
         spec = {"name": name, "trainer": "synthetic", "synthetic_delay": 0.1, "trials": 5, "ray_address": ray_cluster,
                 "asha": {"grace_period": 2, "reduction_factor": 2, "max_steps": 4}, "train": {"eval_every": 2},
                 "root": str(shared), "storage": f"journal:///{shared}/optuna.log",
@@ -397,3 +396,30 @@ def test_runs_left_running_when_optuna_already_has_the_outcome_are_finished_as_o
         "live": ("RUNNING", "running")}  # a trial Optuna does not hold as ended is left alone
     assert runs["dead"].data.tags["error"] == "the search driver stopped while this trial ran"
     assert Recorder(uri, "s", tmp_path, {}, ["attn"]).finish_stale(study.trials, total_steps=4) == 0  # once
+
+
+def test_a_run_left_bare_by_a_driver_killed_after_creating_it_gets_its_params_on_resume(tmp_path, monkeypatch):
+    """Creating a trial's run and logging its params are two writes: the PostgreSQL soak killed a driver between
+    them and the resumed driver went on logging metrics to a run without params."""
+    from search.records import Recorder
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    config = {"design": None, "budget": 100.0, "seed": 3, "optuna_trial": 0}
+
+    def report(recorder: Recorder, step: int) -> None:
+        recorder.setup()
+        recorder.on_trial_result(0, [], SimpleNamespace(trial_id="t1", config=config),
+                                 {"step": step, "accuracy": 0.5 + step / 10, "timestamp": 1_700_000_000 + step})
+        recorder.on_experiment_end([])
+
+    with monkeypatch.context() as dying:
+        dying.setattr(Recorder, "_describe", lambda self, run, config: None)  # killed right after create_run
+        report(Recorder(uri, "bare", tmp_path, {"task": "sst2"}, ["attn"]), step=2)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("bare").experiment_id
+    [run] = client.search_runs([experiment], filter_string="tags.ray_trial_id = 't1'")
+    assert run.data.params == {}
+    report(Recorder(uri, "bare", tmp_path, {"task": "sst2"}, ["attn"]), step=4)
+    [run] = client.search_runs([experiment], filter_string="tags.ray_trial_id = 't1'")
+    assert run.data.params == {"task": "sst2", "attn.form": "none", "budget": "100.0", "seed": "3"}
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "accuracy")] == [2, 4]

@@ -49,6 +49,8 @@ BAD = {
     "asha": ({"reduction_factor": 1}, "asha.reduction_factor: 1 is not allowed; allowed: an integer ≥ 2"),
     "resources": ({"tpu": 1}, "resources.tpu: 'tpu' is not allowed; allowed: cpu, gpu"),
     "storage": ("optuna.db", "storage: 'optuna.db' is not allowed; allowed: a URL such as sqlite:///path.db"),
+    "tracking_uri": ("postgresql://peft:hunter2@db:5432/mlflow", "tracking_uri: 'postgresql://peft:***@db:5432/mlflow' "
+                     "is not allowed; allowed: a URL without a password; give the password in the environment"),
     "train": ({"lr": "fast"}, "train.lr: 'fast' is not allowed; allowed: a float"),
     "asha_metric": ("bleu", "asha_metric: 'bleu' is not allowed; allowed: one of accuracy, loss"),
     "colour": ("blue", "colour: 'blue' is not allowed; allowed: spec fields"),
@@ -73,6 +75,13 @@ def test_every_problem_is_reported_at_once():
         parse({key: value for key, (value, _) in BAD.items()})
     assert len(err.value.problems) >= len(BAD)
     assert str(err.value).count("\n") == len(err.value.problems) - 1
+
+
+def test_a_store_url_with_a_password_is_refused_without_repeating_the_password():
+    with pytest.raises(SpecError) as err:
+        parse({"storage": "postgresql://peft:hunter2@db/optuna", "tracking_uri": "http://me:hunter2@mlflow:5000"})
+    assert len(err.value.problems) == 2 and "hunter2" not in str(err.value)
+    assert parse({"storage": "postgresql://peft@db:5432/optuna"}).storage == "postgresql://peft@db:5432/optuna"
 
 
 def test_a_list_field_given_one_name_is_refused_and_a_mapping_keeps_its_default_keys():

@@ -1,0 +1,21 @@
+"""The soak benchmark at CI size: two replayed searches share a real PostgreSQL server (Debian's package, started
+on 127.0.0.1 with its own data directory) and the test cluster while each driver is SIGKILLed and resumed and the
+worker node is SIGKILLed and restarted. ``python benchmarks/soak.py`` runs the 500-trial soak."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+from soak import soak  # noqa: E402
+
+
+def test_two_searches_sharing_postgresql_lose_and_duplicate_nothing_through_driver_and_node_kills(tmp_path, cluster):
+    report = soak(tmp_path, trials=30, driver_kills=1, node_kills=1, searches=2, postgres=True, cluster=cluster)
+    assert (report["driver_kills"], report["node_kills"]) == (2, 1), report
+    assert report["finished"] + report["errored"] == 60 and report["mlflow_records"] == report["finished"], report
+    zero = ("optuna_duplicates", "mlflow_duplicates", "lost", "records_not_in_optuna", "left_running",
+            "records_without_params", "wrong_histories", "wrong_final_metrics")
+    assert {key: report[key] for key in zero} == dict.fromkeys(zero, 0), report
+    assert report["front_is_the_tables"], report
+    # The password is where it belongs and nowhere else: not in a saved spec, a log, Ray's state or a record.
+    assert report["password_seen_in"] == [str(tmp_path / "postgres" / "pgpass")], report
