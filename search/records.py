@@ -75,13 +75,16 @@ class Writer:
     queued loses none: the next run or resume of the search replays the journal first. Replaying is harmless
     because every operation is idempotent (finished runs are skipped, metrics carry the trial's own timestamp and
     MLflow drops exact duplicates, params are write-once). An operation that fails because the store is
-    unreachable (a tracking server restarting, SQLite locked by another search) is retried with back-off for
-    ``patience`` seconds, also when the search is ending. The journal is removed once everything in it has been
-    written; what failed (or was pending when the user pressed Ctrl-C) keeps it for the next run."""
+    unreachable (a tracking server restarting, SQLite locked by another search) is retried with back-off until
+    the store has been away for ``patience`` seconds, also when the search is ending; past that, each later
+    operation is tried once (a store gone for good must not hold the driver for ``patience`` per record). The
+    journal is removed once everything in it has been written; what failed (or was pending when the user pressed
+    Ctrl-C) keeps it for the next run."""
 
     def __init__(self, apply: Callable[[dict[str, Any]], None], journal: Path, patience: float = 600.0) -> None:
         self.apply, self.journal, self.patience = apply, journal, patience
         self.closing, self.kept = False, False
+        self.away_since: float | None = None  # when the store stopped answering
         self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
         if journal.exists():  # left over from a search that was killed or ended while the store was down
             for line in journal.read_text().splitlines():
@@ -116,13 +119,15 @@ class Writer:
                 self._write(operation)
 
     def _write(self, operation: dict[str, Any]) -> None:
-        start, delay = time.monotonic(), 0.5
+        delay = 0.5
         while True:
             try:
                 self.apply(operation)
+                self.away_since = None
                 return
             except Exception as err:
-                if not _transient(err) or self.closing or time.monotonic() - start > self.patience:
+                self.away_since = self.away_since or time.monotonic()
+                if not _transient(err) or self.closing or time.monotonic() - self.away_since > self.patience:
                     log.error("MLflow refused a record (%s); kept in %s for the next run or resume", err, self.journal)
                     self.kept = True
                     return
@@ -142,15 +147,19 @@ def _transient(err: Exception) -> bool:
 class Recorder(Callback):
     """Tune callback: one child run per trial, every reported metric at its step, the outcome as tags.
 
-    Callbacks copy what they need from the trial into an operation; the writer thread applies it."""
+    Callbacks copy what they need from the trial into an operation; the writer thread applies it, waiting up to
+    ``patience`` seconds for a store that went away (``Writer``)."""
+
+    patience: float = 600.0  # also for a recorder pickled by an older version, resumed by this one
 
     def __init__(self, tracking_uri: str, search: str, artifacts: Path, constants: Mapping[str, Any],
-                 sites: Sequence[str]) -> None:
+                 sites: Sequence[str], patience: float = 600.0) -> None:
         self.tracking_uri, self.search, self.artifacts = tracking_uri, search, artifacts
-        self.constants, self.sites = dict(constants), tuple(sites)
+        self.constants, self.sites, self.patience = dict(constants), tuple(sites), patience
 
     def __getstate__(self) -> dict[str, Any]:  # Ray pickles callbacks with the experiment: no live client
-        return {k: v for k, v in self.__dict__.items() if k in ("tracking_uri", "search", "artifacts", "constants", "sites")}
+        kept = ("tracking_uri", "search", "artifacts", "constants", "sites", "patience")
+        return {k: v for k, v in self.__dict__.items() if k in kept}
 
     def setup(self, **info: Any) -> None:
         self.mlflow = client(self.tracking_uri)
@@ -158,7 +167,7 @@ class Recorder(Callback):
         self.runs: dict[str, str] = {}  # Ray trial id -> MLflow run id
         self.finished: set[str] = set()
         self.artifacts.mkdir(parents=True, exist_ok=True)
-        self.writer = Writer(self._apply, self.artifacts / f"pending-{self.search}.jsonl")
+        self.writer = Writer(self._apply, self.artifacts / f"pending-{self.search}.jsonl", self.patience)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self.writer.submit({"op": "log", "trial": trial.trial_id, "config": trial.config, "result": dict(result)})

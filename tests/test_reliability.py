@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -423,3 +424,71 @@ def test_a_run_left_bare_by_a_driver_killed_after_creating_it_gets_its_params_on
     [run] = client.search_runs([experiment], filter_string="tags.ray_trial_id = 't1'")
     assert run.data.params == {"task": "sst2", "attn.form": "none", "budget": "100.0", "seed": "3"}
     assert [m.step for m in client.get_metric_history(run.info.run_id, "accuracy")] == [2, 4]
+
+
+def test_a_store_away_past_the_retry_window_costs_one_try_per_later_record():
+    """Past ``patience`` the writer stops waiting: a store gone for good must not hold the driver's end for
+    ``patience`` per queued record. Every record stays in the spool for the next run."""
+    from search.records import Writer
+
+    tries = []
+
+    def away(operation: dict) -> None:
+        tries.append(operation["n"])
+        raise ConnectionError("Connection refused")
+
+    with tempfile.TemporaryDirectory() as folder:
+        journal = Path(folder) / "pending-gone.jsonl"
+        writer = Writer(away, journal, patience=0.2)
+        for n in range(5):
+            writer.submit({"n": n})
+        writer.close()
+        assert tries == [0, 0, 1, 2, 3, 4]  # the first waits out the window (tried at 0 s and 0.5 s), the rest once
+        assert [json.loads(line)["n"] for line in journal.read_text().splitlines()] == [0, 1, 2, 3, 4]
+
+
+def test_records_kept_past_the_retry_window_are_replayed_by_the_next_run(tmp_path, monkeypatch):
+    """The tracking server stays away longer than the writer waits: the trial's records stay in the spool
+    (``pending-NAME.jsonl``) and the next run of the search writes them, once, when the server is back."""
+    from search.records import Recorder
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # MLflow's own retries would outlast the window
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = _mlflow_server(tmp_path / "server.db", port)
+    uri, trial = f"http://127.0.0.1:{port}", SimpleNamespace(trial_id="t1", config={
+        "design": None, "budget": 100.0, "seed": 0, "optuna_trial": 0})
+    client = MlflowClient(uri)
+
+    def runs() -> list:
+        experiment = client.get_experiment_by_name("away")
+        return client.search_runs([experiment.experiment_id], "tags.ray_trial_id = 't1'") if experiment else []
+
+    try:
+        first = Recorder(uri, "away", tmp_path, {}, ["attn"], patience=1.0)
+        first.setup()
+        first.on_trial_result(0, [], trial, {"step": 2, "accuracy": 0.6, "timestamp": 1_700_000_002})
+        deadline = time.time() + 60
+        while not runs():
+            assert time.time() < deadline, "the first report did not reach the server"
+            time.sleep(0.2)
+        _stop(server)  # away for good, as far as this run can tell
+        trial.last_result = {"step": 4, "total_steps": 4, "status": "completed", "accuracy": 0.8,
+                             "timestamp": 1_700_000_004}
+        first.on_trial_result(0, [], trial, trial.last_result)
+        first.on_trial_complete(0, [], trial)
+        first.on_experiment_end([])  # gives up after the window
+        spool = tmp_path / "pending-away.jsonl"
+        assert [json.loads(line)["op"] for line in spool.read_text().splitlines()] == ["log", "log", "finish"]
+
+        server = _mlflow_server(tmp_path / "server.db", port)
+        following = Recorder(uri, "away", tmp_path, {}, ["attn"])  # the next run or resume of the search
+        following.setup()
+        following.on_experiment_end([])
+        assert not spool.exists()
+        [run] = runs()
+        assert run.info.status == "FINISHED" and run.data.tags["status"] == "completed"
+        assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "accuracy")] == [(2, 0.6), (4, 0.8)]
+    finally:
+        _stop(server)
