@@ -14,6 +14,11 @@
    is in the study exactly once. The number of designs to train is the study's ``trials`` attribute, and the
    searcher (not Ray's ``num_samples``) ends the search when it is reached: trials a killed driver finished
    after Ray's last checkpoint still count.
+4. **A trial Ray gave up on is asked again, once.** The trainers report their own failures (divergence, out of
+   memory, a broken plugin) as a failed result; an error reaches the searcher only when Ray could not run the
+   trial (its node or worker died and ``max_failures`` retries did not get it through: Ray Tune takes a second
+   failure event of the dead actor as final). Such a trial stays FAIL, does not count towards the target, and
+   its design is enqueued again as a new trial (``retry_of``); a retry that errors too is not retried.
 """
 
 from __future__ import annotations
@@ -120,7 +125,7 @@ class DesignSearcher(Searcher):
         this driver runs or will re-run. A trial interrupted with a dead driver and unknown to Ray does not count."""
         finished = {t.user_attrs["ray_trial_id"] for t in self.study.get_trials(deepcopy=False)
                     if "ray_trial_id" in t.user_attrs and t.state != TrialState.RUNNING
-                    and "interrupted" not in t.user_attrs}
+                    and "interrupted" not in t.user_attrs and "retried" not in t.user_attrs}
         return finished | set(self.trials)
 
     def _reject(self, trial: optuna.Trial, reason: str) -> None:
@@ -136,6 +141,8 @@ class DesignSearcher(Searcher):
         if live is not None:
             for key, value in attrs.items():
                 live.set_user_attr(key, value)
+            if error and "retry_of" not in live.user_attrs:
+                self._retry(live, trial_id)
             self.study.tell(live, values, state=state)
             return
         frozen = self.study.trials[number]  # asked before a restore: failed then, or already told
@@ -145,6 +152,12 @@ class DesignSearcher(Searcher):
             self.study.add_trial(optuna.trial.create_trial(
                 state=state, values=values, params=frozen.params, distributions=frozen.distributions,
                 user_attrs={**frozen.user_attrs, **attrs, "rerun_of": number}))
+
+    def _retry(self, trial: optuna.Trial, trial_id: str) -> None:
+        trial.set_user_attr("retried", True)
+        self.trials.pop(trial_id)  # off the target's count: the retry takes its place
+        kept = {k: v for k, v in trial.user_attrs.items() if k in ("preset", "seed", "case")}
+        self.study.enqueue_trial(trial.params, user_attrs={**kept, "retry_of": trial.number})
 
     # -- checkpointing (Ray calls these with its experiment state) -----------------------------------------
     def save(self, checkpoint_path: str) -> None:

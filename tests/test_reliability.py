@@ -492,3 +492,28 @@ def test_records_kept_past_the_retry_window_are_replayed_by_the_next_run(tmp_pat
         assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "accuracy")] == [(2, 0.6), (4, 0.8)]
     finally:
         _stop(server)
+
+
+def test_a_trial_ray_gave_up_on_is_asked_again_once_and_off_the_target():
+    """After a node loss Ray Tune may give up on a trial within a second (a second failure event of the dead actor
+    is taken as final): the searcher asks that design again, once, and the target still counts trained designs."""
+    from search.searcher import TARGET, DesignSearcher
+    from search.spec import parse
+
+    searcher = DesignSearcher(parse({}).space(), metric="accuracy", mode="max", budget_of=lambda design: 0.5, cap=1.0,
+                              study_name="lost", storage=optuna.storages.InMemoryStorage(),
+                              sampler=lambda seed: optuna.samplers.RandomSampler(seed))
+    searcher.study.set_user_attr(TARGET, 2)
+    finished = {"step": 4, "total_steps": 4, "accuracy": 0.8, "budget": 0.5}
+    first = searcher.suggest("a")
+    searcher.on_trial_complete("a", error=True)
+    again = searcher.suggest("b")
+    assert again["design"] == first["design"]
+    searcher.on_trial_complete("b", error=True)  # the retry fails at Ray's level too: not asked a third time
+    other = searcher.suggest("c")
+    searcher.on_trial_complete("c", finished)
+    assert searcher.suggest("d") == searcher.FINISHED  # b and c count; a, retried, does not
+    trials = searcher.study.trials
+    assert [(t.state, t.user_attrs.get("retried"), t.user_attrs.get("retry_of")) for t in trials] == [
+        (TrialState.FAIL, True, None), (TrialState.FAIL, None, 0), (TrialState.COMPLETE, None, None)]
+    assert other["optuna_trial"] == 2
