@@ -65,7 +65,7 @@ def test_trials_that_diverge_or_run_out_of_memory_fail_with_their_reason_and_the
 
 
 def test_a_killed_driver_resumes_with_every_finished_trial_once(tmp_path, ray_cluster):
-    spec = {"name": "killed", "trainer": "synthetic", "synthetic_delay": 0.4, "trials": 8, "concurrency": 1,
+    spec = {"name": "killed", "trainer": "synthetic", "synthetic_delay": 0.25, "trials": 8, "concurrency": 1,
             "sampler": "tpe", "seed": 3, "ray_address": ray_cluster, "budget_cap": 2,
             "asha": {"grace_period": 2, "reduction_factor": 2, "max_steps": 8}, "train": {"eval_every": 2},
             **stores(tmp_path)}
@@ -115,19 +115,6 @@ def _finished(spec: dict) -> list:
     return [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
 
 
-def test_no_credential_in_the_environment_reaches_any_record(tmp_path, ray_cluster):
-    token = f"peft-search-secret-{secrets.token_hex(8)}"
-    spec = {"name": "secret", "trainer": "synthetic", "trials": 3, "ray_address": ray_cluster,
-            "asha": {"grace_period": 1, "reduction_factor": 2, "max_steps": 2}, **stores(tmp_path)}
-    (tmp_path / "spec.yaml").write_text(json.dumps(spec))
-    env = {"AWS_SECRET_ACCESS_KEY": token, "HF_TOKEN": token, "MLFLOW_TRACKING_TOKEN": token}
-    out = run_cli(["run", str(tmp_path / "spec.yaml"), "--verbose", "2"], env=env)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert token not in out.stdout + out.stderr
-    leaked = [p for p in tmp_path.rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
-    assert leaked == []  # Optuna and MLflow databases, artifacts, Ray's experiment state, the saved spec
-
-
 BAD_CALLS = [
     (["run", "--set", "values.form=[tanh]"], "values.form: 'tanh' is not allowed"),
     (["run", "--set", "sites=[attn,mlp]"], "sites: 'mlp' is not allowed"),
@@ -167,17 +154,30 @@ BAD_CALLS = [
 ]
 
 
+TOKEN = f"peft-search-secret-{secrets.token_hex(8)}"
+
+
 @pytest.fixture(scope="module")
 def live_stores(tmp_path_factory, ray_cluster):
-    """Stores that already hold a search, so that bad calls can be shown to leave them untouched."""
+    """Stores that already hold a search, so that bad calls can be shown to leave them untouched. The search ran
+    with credentials in its environment and printed all it could (``--verbose 2``): none may reach a record."""
     root = tmp_path_factory.mktemp("live")
     spec = {"name": "known", "trainer": "synthetic", "trials": 2, "ray_address": ray_cluster,
             "asha": {"grace_period": 1, "reduction_factor": 2, "max_steps": 2}, **stores(root)}
     (root / "spec.yaml").write_text(json.dumps(spec))
-    assert run_cli(["run", str(root / "spec.yaml"), "--verbose", "0"]).returncode == 0
+    env = {"AWS_SECRET_ACCESS_KEY": TOKEN, "HF_TOKEN": TOKEN, "MLFLOW_TRACKING_TOKEN": TOKEN}
+    out = run_cli(["run", str(root / "spec.yaml"), "--verbose", "2"], env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (root / "output.txt").write_text(out.stdout + out.stderr)
     (root / "malformed.yaml").write_text("name: [unclosed\n")
     (root / "a_list.yaml").write_text("- 1\n- 2\n")
     return root
+
+
+def test_no_credential_in_the_environment_reaches_any_record(live_stores):
+    assert "Pareto front" in (live_stores / "output.txt").read_text()  # the search's output is among the files
+    leaked = [p for p in live_stores.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
+    assert leaked == []  # Optuna and MLflow databases, artifacts, Ray's experiment state, the saved spec, output
 
 
 def _rows(root: Path) -> tuple[int, int]:
@@ -233,8 +233,10 @@ def test_records_wait_for_a_tracking_server_that_goes_away_and_comes_back(tmp_pa
             "ray_address": ray_cluster, "asha": {"grace_period": 2, "reduction_factor": 2, "max_steps": 6},
             "train": {"eval_every": 2}, **stores(tmp_path), "tracking_uri": tracking}
     (tmp_path / "spec.yaml").write_text(json.dumps(spec))
+    # MLflow's own HTTP retries (7, backing off up to minutes) would hide the writer's, which this test is about
+    env = {**os.environ, "PYTHONPATH": TESTS, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
     driver = subprocess.Popen([*CLI, "run", str(tmp_path / "spec.yaml"), "--verbose", "0"], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": TESTS})
+                              stderr=subprocess.STDOUT, text=True, env=env)
     try:
         client = MlflowClient(tracking)
         deadline = time.time() + 120
@@ -242,8 +244,8 @@ def test_records_wait_for_a_tracking_server_that_goes_away_and_comes_back(tmp_pa
                 [client.get_experiment_by_name("outage").experiment_id], filter_string="tags.ray_trial_id != ''")):
             assert time.time() < deadline and driver.poll() is None
             time.sleep(0.5)
-        _stop(server)  # trials go on reporting while nobody listens
-        time.sleep(8)
+        _stop(server)  # trials go on reporting while nobody listens (the restart alone takes ~10 s)
+        time.sleep(1)
         server = _mlflow_server(tmp_path / "server.db", port)
         output, _ = driver.communicate(timeout=300)
         assert driver.returncode == 0, output[-3000:]
@@ -301,7 +303,7 @@ def test_a_worker_node_killed_mid_trial_costs_a_retry_not_the_trial(tmp_path, ra
         assert time.time() < deadline, "the third node did not join"
         time.sleep(0.5)
     victim_id = added.pop()
-    spec = {"name": "nodeloss", "trainer": "synthetic", "synthetic_delay": 1.0, "trials": 4, "concurrency": 3,
+    spec = {"name": "nodeloss", "trainer": "synthetic", "synthetic_delay": 0.5, "trials": 4, "concurrency": 3,
             "ray_address": ray_cluster, "asha": {"grace_period": 16, "reduction_factor": 2, "max_steps": 16},
             "train": {"eval_every": 2}, **stores(tmp_path)}
     (tmp_path / "spec.yaml").write_text(json.dumps(spec))

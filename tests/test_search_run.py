@@ -84,7 +84,7 @@ def test_a_search_on_two_nodes_prunes_stopped_trials_and_keeps_them_off_the_fron
 
 
 def test_ctrl_c_then_resume_loses_and_duplicates_nothing(tmp_path, ray_cluster):
-    spec = parse(synthetic(tmp_path, ray_cluster, name="resumed", synthetic_delay=0.5, trials=6))
+    spec = parse(synthetic(tmp_path, ray_cluster, name="resumed", synthetic_delay=0.3, trials=6))
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(json.dumps(spec.to_dict()))
     driver = subprocess.Popen([*CLI, "run", str(spec_file), "--verbose", "0"], stdout=subprocess.PIPE,

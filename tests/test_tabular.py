@@ -164,7 +164,7 @@ def test_a_killed_table_generation_resumes_every_design_and_seed_once(tmp_path, 
     """The table's grid (every design × seeds, no early stopping) survives its driver being killed."""
     spec = {"name": "grid", "trainer": "synthetic", "synthetic_delay": 0.3, "sites": ["attn", "ffn"],
             "menus": {"attn": {"lora_attn": {"bottleneck": [4, 16]}}, "ffn": {"pa_ffn": {"bottleneck": [16]}}},
-            "sampler": "grid", "seeds": 2, "scheduler": "none", "concurrency": 1, "ray_address": ray_cluster,
+            "sampler": "grid", "seeds": 2, "scheduler": "none", "concurrency": 2, "ray_address": ray_cluster,
             "asha": {"grace_period": 2, "reduction_factor": 2, "max_steps": 4}, "train": {"eval_every": 2},
             "root": str(tmp_path), "storage": f"sqlite:///{tmp_path}/optuna.db",
             "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}
