@@ -139,11 +139,12 @@ def _create_stores(spec: Spec) -> None:
 
     schemas = {spec.storage: lambda url: optuna.storages.RDBStorage(url),
                spec.tracking_uri: lambda url: MlflowClient(url).search_experiments(max_results=1)}
+    locks = {"sqlite:///": _sqlite_lock, "postgresql": _postgres_lock}  # journal files and MLflow servers need none
     for url, create in schemas.items():
-        lock = _sqlite_lock if url.startswith("sqlite:///") else _postgres_lock if url.startswith("postgresql") else None
-        if lock is not None:
-            with lock(url):
-                create(url)
+        for prefix, lock in locks.items():
+            if url.startswith(prefix):
+                with lock(url):
+                    create(url)
 
 
 @contextlib.contextmanager

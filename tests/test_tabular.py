@@ -139,7 +139,7 @@ def test_the_shipped_table_holds_every_design_its_space_can_propose():
 
 def test_replay_through_the_cli_records_the_tables_numbers(tmp_path, small_table, ray_cluster):
     spec = {"name": "replay", "trainer": "tabular", "table": str(small_table), "sites": ["attn", "ffn"],
-            "menus": MENUS, "sampler": "tpe", "scheduler": "none", "trials": 30, "concurrency": 2, "seed": 3,
+            "menus": MENUS, "sampler": "tpe", "scheduler": "none", "trials": 12, "concurrency": 2, "seed": 3,
             "asha": {"grace_period": 2, "reduction_factor": 2, "max_steps": 8}, "root": str(tmp_path),
             "storage": f"sqlite:///{tmp_path}/optuna.db", "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
@@ -150,7 +150,7 @@ def test_replay_through_the_cli_records_the_tables_numbers(tmp_path, small_table
     client = MlflowClient(spec["tracking_uri"])
     experiment = client.get_experiment_by_name("replay").experiment_id
     runs = client.search_runs([experiment], filter_string="tags.ray_trial_id != ''", max_results=100)
-    assert len(runs) == 30 and all(r.data.tags["status"] == "completed" for r in runs)
+    assert len(runs) == 12 and all(r.data.tags["status"] == "completed" for r in runs)
     for run in runs:
         curve = tabular.curve(table, run.data.tags["design_id"], int(run.data.params["seed"]))
         history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "accuracy")}
