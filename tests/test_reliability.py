@@ -137,6 +137,7 @@ BAD_CALLS = [
     (["run", "--set", "preset_overrides={mam: {ffn.scale: -1}}"], "preset_overrides.mam.ffn.scale: -1 is not allowed"),
     (["run", "--set", "plugins=[no_such_module]"], "plugins: ['no_such_module'] is not allowed"),
     (["run", "--storage", "optuna.db"], "storage: 'optuna.db' is not allowed"),
+    (["run", "--storage", "postgresql://peft:hunter2@db/optuna"], "storage: 'postgresql://peft:***@db/optuna' is not"),
     (["run", "--set", "colour=blue"], "colour: 'blue' is not allowed"),
     (["run", "--set", "nonsense"], "--set: 'nonsense' is not allowed"),
     (["run", "--trainer", "synthetic", "--address", "127.0.0.1:9"], "ray_address: '127.0.0.1:9' is not allowed"),
