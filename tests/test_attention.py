@@ -1,10 +1,12 @@
 """Inside attention: prefix tuning's exact gate, masks, KV caches, multi-head adapters, HF peft prefix tuning."""
 
 import copy
+import inspect
 import math
 
 import pytest
 import torch
+import transformers
 from peft import PrefixTuningConfig, get_peft_model
 
 import peft_space
@@ -90,7 +92,14 @@ def test_padded_tokens_are_not_attended(arch):
         torch.testing.assert_close(a[1, :-2], b[1, :-2])
 
 
-@pytest.mark.parametrize("arch, task", [("bert", "SEQ_CLS"), ("gpt2", "CAUSAL_LM"), ("llama", "CAUSAL_LM")])
+# HF PEFT's prefix tuning passes the prefix as a KV cache; transformers 5.24 took the cache out of BERT's forward.
+BERT_TAKES_A_KV_CACHE = "past_key_values" in inspect.signature(transformers.BertModel.forward).parameters
+
+
+@pytest.mark.parametrize("arch, task", [
+    pytest.param("bert", "SEQ_CLS", marks=pytest.mark.skipif(
+        not BERT_TAKES_A_KV_CACHE, reason="HF PEFT's prefix tuning needs a KV cache, BERT has none since transformers 5.24")),
+    ("gpt2", "CAUSAL_LM"), ("llama", "CAUSAL_LM")])
 def test_prefix_equals_hf_peft_prefix_tuning_given_the_same_vectors(arch, task):
     base, inputs = tiny(arch), batch(arch)
     length = 3
