@@ -56,13 +56,16 @@ class Cluster:
     address: str = ""
     head: subprocess.Popen | None = None
     worker: subprocess.Popen | None = None
+    # Ray's state and logs. Short and outside ``root``: Ray's socket paths under it must fit AF_UNIX's 107 bytes,
+    # which a pytest folder (more so an xdist worker's) can exceed. Removed by ``stop``.
+    temp_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="ray-")))
 
     def start(self) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         self.address = f"127.0.0.1:{port}"
-        self.head = self._node("--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={self.root / 'ray'}")
+        self.head = self._node("--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={self.temp_dir}")
         self._wait_for(1)
         self.start_worker()
 
@@ -84,6 +87,7 @@ class Cluster:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(node.pid, signal.SIGKILL)
                 node.wait(timeout=60)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def _node(self, *args: str) -> subprocess.Popen:
         log = open(self.root / "nodes.log", "a")
@@ -92,9 +96,15 @@ class Cluster:
 
     def _wait_for(self, nodes: int) -> None:
         deadline = time.time() + 120
-        while self._alive() < nodes:
-            if time.time() > deadline:
-                raise RuntimeError(f"the cluster did not reach {nodes} nodes:\n" + (self.root / "nodes.log").read_text()[-3000:])
+        while True:
+            # A node that exited will not come: say why now.
+            exited = any(node is not None and node.poll() is not None for node in (self.head, self.worker))
+            if not exited and self._alive() >= nodes:
+                return
+            if exited or time.time() > deadline:
+                why = "a node exited" if exited else "timed out"
+                raise RuntimeError(f"the cluster did not reach {nodes} nodes ({why}):\n"
+                                   + (self.root / "nodes.log").read_text()[-3000:])
             time.sleep(1)
 
     def _alive(self) -> int:
@@ -102,7 +112,13 @@ class Cluster:
 
         try:
             if not ray.is_initialized():  # this process watches the cluster as a driver of its own
+                host, port = self.address.split(":")
+                # ray.init waits minutes for a head that is not there: join only once its GCS port answers.
+                socket.create_connection((host, int(port)), timeout=1).close()
                 ray.init(address=self.address, configure_logging=False, log_to_driver=False)
+            # Already a driver of another local cluster (the GCS names itself by the host's IP: compare ports).
+            if ray.get_runtime_context().gcs_address.rsplit(":", 1)[1] != self.address.rsplit(":", 1)[1]:
+                return 0
             return sum(node["Alive"] for node in ray.nodes())
         except Exception:  # the head is still starting
             return 0
@@ -301,7 +317,7 @@ def soak(root: Path, trials: int, driver_kills: int, node_kills: int, seed: int 
             time.sleep(1)
         minutes = round((time.time() - start) / 60, 1)
         checks = [check(run.data) for run in runs]
-        seen = password_seen(root, server, cluster.root) if server else None
+        seen = password_seen(root, server, cluster.temp_dir) if server else None
     finally:
         for run in runs:
             if run.driver is not None and run.driver.poll() is None:
@@ -324,7 +340,7 @@ def _total(values: list[Any]) -> Any:
     return all(values) if isinstance(values[0], bool) else sum(values)
 
 
-def password_seen(root: Path, server: Postgres, cluster_root: Path) -> list[str]:
+def password_seen(root: Path, server: Postgres, ray_dir: Path) -> list[str]:
     """Every file that holds the store's password in clear: what the searches wrote (saved specs, Ray's
     experiment state and logs, artifacts, the drivers' output), a dump of both databases (every Optuna and MLflow
     record), and the password file itself, the one place it belongs (so the scan is seen to find it)."""
@@ -332,7 +348,7 @@ def password_seen(root: Path, server: Postgres, cluster_root: Path) -> list[str]
         subprocess.run([str(server.bin("pg_dump")), "-h", "127.0.0.1", "-p", str(server.port), "-U", server.user,
                         "-f", str(root / f"dump-{database}.sql"), database], check=True, env={**os.environ, **server.env})
     secret = server.password.encode()
-    files = {p for folder in (root, cluster_root) for p in folder.rglob("*") if p.is_file()}
+    files = {p for folder in (root, ray_dir) for p in folder.rglob("*") if p.is_file()}
     return sorted(str(p) for p in files if secret in p.read_bytes())
 
 

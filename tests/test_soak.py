@@ -5,8 +5,10 @@ worker node is SIGKILLed and restarted. ``python benchmarks/soak.py`` runs the 5
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-from soak import soak  # noqa: E402
+from soak import Cluster, soak  # noqa: E402
 
 
 def test_two_searches_sharing_postgresql_lose_and_duplicate_nothing_through_driver_and_node_kills(tmp_path, cluster):
@@ -19,3 +21,11 @@ def test_two_searches_sharing_postgresql_lose_and_duplicate_nothing_through_driv
     assert report["front_is_the_tables"], report
     # The password is where it belongs and nowhere else: not in a saved spec, a log, Ray's state or a record.
     assert report["password_seen_in"] == [str(tmp_path / "postgres" / "pgpass")], report
+
+
+def test_a_cluster_whose_head_exits_says_why_at_once(tmp_path):
+    # Ray's socket paths under the temp folder must fit in 107 bytes: this head exits as it starts.
+    cluster = Cluster(tmp_path, cpus=1, temp_dir=tmp_path / ("x" * 100))
+    with pytest.raises(RuntimeError, match=r"(?s)did not reach 1 nodes \(a node exited\).*AF_UNIX path length"):
+        cluster.start()
+    cluster.stop()
