@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import random
@@ -81,7 +82,8 @@ class Cluster:
     def stop(self) -> None:
         import ray
 
-        ray.shutdown()
+        if self._driving():  # and not another cluster this process drives (the tests' shared one)
+            ray.shutdown()
         for node in (self.worker, self.head):
             if node is not None:
                 with contextlib.suppress(ProcessLookupError):
@@ -116,12 +118,17 @@ class Cluster:
                 # ray.init waits minutes for a head that is not there: join only once its GCS port answers.
                 socket.create_connection((host, int(port)), timeout=1).close()
                 ray.init(address=self.address, configure_logging=False, log_to_driver=False)
-            # Already a driver of another local cluster (the GCS names itself by the host's IP: compare ports).
-            if ray.get_runtime_context().gcs_address.rsplit(":", 1)[1] != self.address.rsplit(":", 1)[1]:
-                return 0
-            return sum(node["Alive"] for node in ray.nodes())
+            return sum(node["Alive"] for node in ray.nodes()) if self._driving() else 0
         except Exception:  # the head is still starting
             return 0
+
+    def _driving(self) -> bool:
+        """Whether this process is a driver of this cluster, not of another one (the GCS names itself by the
+        host's IP, not 127.0.0.1: compare ports)."""
+        import ray
+
+        port = self.address.rsplit(":", 1)[-1]
+        return ray.is_initialized() and ray.get_runtime_context().gcs_address.rsplit(":", 1)[-1] == port
 
 
 @dataclass
@@ -171,6 +178,14 @@ class Postgres:
         for database in ("optuna", "mlflow"):
             subprocess.run([str(self.bin("createdb")), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user,
                             database], check=True, env={**os.environ, **self.env}, capture_output=True)
+
+    def connections(self) -> int:
+        """Client connections open on the server now (PostgreSQL allows 100 by default)."""
+        import sqlalchemy
+
+        with _reader(self.url("optuna")).engine.connect() as db:
+            return db.execute(sqlalchemy.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")).scalar()
 
     def stop(self) -> None:
         if self.data is not None:
@@ -229,11 +244,24 @@ def finished_trials(data: dict[str, Any]) -> list[Any]:
     from optuna.trial import TrialState
 
     try:
-        study = optuna.load_study(study_name=data["name"], storage=data["storage"])
+        study = optuna.load_study(study_name=data["name"], storage=_reader(data["storage"]))
     except KeyError:  # not created yet
         return []
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
             if "ray_trial_id" in t.user_attrs]
+
+
+@functools.cache
+def _reader(url: str) -> Any:
+    """One storage per store for the soak's polling: a storage per poll leaves its pooled connections open until
+    garbage collection, enough to exhaust PostgreSQL's 100 connections. Opened under the drivers' schema lock:
+    the first to open a new store (SQLite or PostgreSQL) creates its schema."""
+    import optuna
+
+    from search.runner import schema_lock
+
+    with schema_lock(url):
+        return optuna.storages.RDBStorage(url)
 
 
 @dataclass
@@ -297,6 +325,7 @@ def soak(root: Path, trials: int, driver_kills: int, node_kills: int, seed: int 
         cluster.start()
     server = Postgres(root / "postgres") if postgres else None
     runs, kill_node_at, log = [], moments(draw, trials * searches, node_kills), open(root / "drivers.log", "a")
+    connections = 0
     start = time.time()
     try:
         if server:
@@ -314,6 +343,7 @@ def soak(root: Path, trials: int, driver_kills: int, node_kills: int, seed: int 
                 kill_node_at.pop(0)
                 cluster.kill_worker()
                 cluster.start_worker()
+            connections = max(connections, server.connections()) if server else 0
             time.sleep(1)
         minutes = round((time.time() - start) / 60, 1)
         checks = [check(run.data) for run in runs]
@@ -332,7 +362,7 @@ def soak(root: Path, trials: int, driver_kills: int, node_kills: int, seed: int 
     return {"searches": searches, "trials": trials, "store": "postgresql" if server else "sqlite",
             "driver_kills": sum(run.kills for run in runs), "node_kills": node_kills - len(kill_node_at),
             "minutes": minutes, **{key: _total([c[key] for c in checks]) for key in checks[0]},
-            **({"password_seen_in": seen} if server else {}),
+            **({"password_seen_in": seen, "most_connections": connections} if server else {}),
             **{key: max(s[key] for s in slopes) for key in slopes[0]}}
 
 
@@ -361,7 +391,7 @@ def check(data: dict[str, Any]) -> dict[str, Any]:
     from search import tabular
     from search.pareto import front
 
-    study = optuna.load_study(study_name=data["name"], storage=data["storage"])
+    study = optuna.load_study(study_name=data["name"], storage=_reader(data["storage"]))
     finished = finished_trials(data)
     ids = [t.user_attrs["ray_trial_id"] for t in finished]
     client = MlflowClient(data["tracking_uri"])

@@ -139,12 +139,19 @@ def _create_stores(spec: Spec) -> None:
 
     schemas = {spec.storage: lambda url: optuna.storages.RDBStorage(url),
                spec.tracking_uri: lambda url: MlflowClient(url).search_experiments(max_results=1)}
-    locks = {"sqlite:///": _sqlite_lock, "postgresql": _postgres_lock}  # journal files and MLflow servers need none
     for url, create in schemas.items():
-        for prefix, lock in locks.items():
-            if url.startswith(prefix):
-                with lock(url):
-                    create(url)
+        if (lock := schema_lock(url)) is not None:
+            with lock:
+                create(url)
+
+
+def schema_lock(url: str) -> contextlib.AbstractContextManager | None:
+    """The lock a process holds while it creates a store's schema; None where there is no schema to create
+    (journal files, MLflow servers)."""
+    for prefix, lock in (("sqlite:///", _sqlite_lock), ("postgresql", _postgres_lock)):
+        if url.startswith(prefix):
+            return lock(url)
+    return None
 
 
 @contextlib.contextmanager
