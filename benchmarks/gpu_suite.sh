@@ -1,25 +1,22 @@
 #!/usr/bin/env bash
 # The GPU measurements in one command; every figure goes to one Markdown file.
 #
-#   bash benchmarks/gpu_suite.sh [OUT.md]          # a machine with an NVIDIA GPU (sized for one H200, ~6 min estimated)
-#   bash benchmarks/gpu_suite.sh --tiny [OUT.md]   # tiny models on any machine, CPU too (~3 min here): does it run?
+#   bash benchmarks/gpu_suite.sh [OUT.md]          # a machine with an NVIDIA GPU (sized for one H200: below)
+#   bash benchmarks/gpu_suite.sh --tiny [OUT.md]   # tiny sizes on any machine, CPU too (~4 min here): does it run?
 #
 # OUT.md: default benchmarks/results/gpu_suite.md (gpu_suite_tiny.md with --tiny); each part is appended as soon as it
-# is measured, so a run cut short keeps what it has. Environment: SECTIONS (default "bart llama sdpa": run them in
-# two calls if one command's time is limited), ROUNDS (2), STEPS (10), WARMUP (3), PYTHON (.venv/bin/python).
-# What is measured: benchmarks/step_time.py's docstring, "GPU mode".
-#
-# Not run here — the real search to run on the GPU next, MiniLM on the full SST-2 training set (67,349 sentences),
-# 32 trials, with trials packed four to the GPU and then one GPU per trial; compare wall clock, trials per hour
-# (`peft-search pareto NAME`, MLflow's train_seconds) and GPU use (`nvidia-smi dmon -s u` beside it):
-#
-#   for share in 0.25 1; do
-#     at_once=$([ "$share" = 1 ] && echo 1 || echo 4)
-#     .venv/bin/peft-search run --name "sst2-full-gpu$share" --trials 32 --concurrency "$at_once" \
-#       --set resources.gpu=$share --set resources.cpu=4 --set train.threads=4 --set train.base_dtype=bf16 \
-#       --set train.train_examples=0 --set train.eval_examples=0 --set train.batch_size=32 --set train.micro_batch=32 \
-#       --set train.eval_every=100 --set asha.grace_period=100 --set asha.max_steps=2700
-#   done
+# is measured, so a run cut short keeps what it has, and a search arm already in OUT.md is not run again.
+# Sections (SECTIONS, default all five; run them in several calls where one command's time is limited):
+#   bart llama sdpa   benchmarks/step_time.py --gpu: BART-large and a 1B LLaMA, bf16 step time and memory, the SDPA
+#                     kernel of prefix tuning (H200: ≈6 min, estimated)
+#   search            benchmarks/gpu_search.py: MiniLM on the full SST-2 training set, 32 trials, ASHA, packed four
+#                     to the GPU then one per GPU: wall time, GPU use, the front (≈5–10 min per arm, estimated;
+#                     PACKING="4" or "1" runs one arm)
+#   table             benchmarks/make_table.py --gpu: the tabular benchmark's grid larger (full training set,
+#                     2 seeds, 729 steps) → benchmarks/tabular/sst2_minilm_gpu.csv (≈15 min, estimated;
+#                     resumable: the same command again trains what is missing)
+# Environment: SECTIONS, PACKING, ROUNDS (2), STEPS (10), WARMUP (3), PYTHON (.venv/bin/python); the search and the
+# table read SST-2 from $PEFT_SEARCH_DATA (or shared/data beside the repository) and use the shipped MiniLM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,11 +27,36 @@ if [ "${1:-}" = "--tiny" ]; then
 fi
 out=${1:-benchmarks/results/gpu_suite${tiny:+_tiny}.md}
 python=${PYTHON:-.venv/bin/python}
+step_sections=()
+run_search="" run_table=""
+for section in ${SECTIONS:-bart llama sdpa search table}; do
+    case $section in
+        bart|llama|sdpa) step_sections+=("$section") ;;
+        search) run_search=1 ;;
+        table) run_table=1 ;;
+        *) echo "gpu_suite: SECTIONS: unknown section '$section'; allowed: bart llama sdpa search table" >&2; exit 2 ;;
+    esac
+done
 mkdir -p "$(dirname "$out")"
 [ -n "$tiny" ] || nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >&2 || true
 
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1  # every model is built from a config: nothing to download
-# shellcheck disable=SC2086  # $SECTIONS is a list of words
-"$python" benchmarks/step_time.py --gpu $tiny --out "$out" --sections ${SECTIONS:-bart llama sdpa} \
-    --rounds "${ROUNDS:-2}" --steps "${STEPS:-10}" --warmup "${WARMUP:-3}"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1  # models from configs or shipped: no download
+if [ ${#step_sections[@]} -gt 0 ]; then
+    "$python" benchmarks/step_time.py --gpu $tiny --out "$out" --sections "${step_sections[@]}" \
+        --rounds "${ROUNDS:-2}" --steps "${STEPS:-10}" --warmup "${WARMUP:-3}"
+fi
+if [ -n "$run_search" ]; then
+    # shellcheck disable=SC2086  # $PACKING is a list of words
+    "$python" benchmarks/gpu_search.py $tiny --out "$out" ${PACKING:+--packing $PACKING}
+fi
+if [ -n "$run_table" ]; then
+    if [ -n "$tiny" ]; then
+        echo "gpu_suite: table: no tiny size (the CPU table is benchmarks/make_table.py without --gpu)" >&2
+    else
+        start=$(date +%s)
+        summary=$("$python" benchmarks/make_table.py --gpu | tail -1)
+        printf '## Tabular benchmark at GPU size\n\n`python benchmarks/make_table.py --gpu`: %s; this call %d min\n\n' \
+            "$summary" $(( ($(date +%s) - start) / 60 )) | tee -a "$out"
+    fi
+fi
 echo "gpu_suite: figures appended to $out" >&2

@@ -308,3 +308,43 @@ def test_the_gpu_benchmark_code_path_runs_tiny(monkeypatch):
             (["float32"], []) if design == "full" else (["float32"], ["bfloat16", "float32"])), result
     kernels = step_time.sdpa_worker("prefix", tiny=True)
     assert set(kernels) == {"default", "flash", "efficient", "math"} and json.dumps(kernels)
+
+
+# -- 7. the GPU search and the table at GPU size: valid specs, read samples ----------------------------------------
+def test_the_gpu_search_arms_are_valid_specs_that_differ_only_in_packing(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import gpu_search
+    from search.spec import parse
+
+    arms = {k: gpu_search.spec(k, gpus=1, trials=32, cpus=4, root=tmp_path / str(k), tiny=False, model=None)
+            for k in (4, 1)}
+    parsed = {k: parse(data) for k, data in arms.items()}
+    assert [(s.concurrency, dict(s.resources)) for s in parsed.values()] == [(4, {"cpu": 4, "gpu": 0.25}),
+                                                                             (1, {"cpu": 4, "gpu": 1})]
+    assert parsed[4].train["base_dtype"] == "bf16" and parsed[4].train["train_examples"] == 0  # the whole set
+    apart = {"name", "root", "storage", "tracking_uri", "concurrency", "resources"}
+    assert {k: v for k, v in arms[4].items() if k not in apart} == {k: v for k, v in arms[1].items() if k not in apart}
+    tiny = parse(gpu_search.spec(2, gpus=0, trials=32, cpus=1, root=tmp_path, tiny=True, model=None))
+    assert (tiny.trials, tiny.concurrency, tiny.resources["gpu"]) == (4, 2, 0)
+
+
+def test_gpu_use_is_read_from_nvidia_smi_samples_skipping_unreadable_lines(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import gpu_search
+
+    lines = ["10, 500", "[N/A], [N/A]", *(f"{u}, {1000 + u}" for u in range(20, 100, 10)), ""]
+    use = gpu_search.gpu_use(lines)
+    assert (use["median"], use["memory"], use["samples"]) == (50, 1090, 9)
+    assert 10 <= use["p10"] < use["median"] < use["p90"] <= 90
+    assert gpu_search.gpu_use(["[N/A], [N/A]"]) == {}
+
+
+def test_the_table_at_gpu_size_is_the_same_grid_larger(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import make_table
+    from search.space import grid
+
+    cpu, gpu = (make_table.table_spec(ROOT / "benchmarks/tabular/sst2_minilm.yaml", gpu=flag) for flag in (False, True))
+    assert [d.id for d in grid(gpu.space())] == [d.id for d in grid(cpu.space())]
+    assert (gpu.seeds, gpu.asha["max_steps"], gpu.train["train_examples"]) == (2, 729, 0) and gpu.name != cpu.name
+    assert gpu.resources["gpu"] * gpu.concurrency == 1  # packed onto one GPU
