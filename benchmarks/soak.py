@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import os
 import random
@@ -182,8 +181,10 @@ class Postgres:
     def connections(self) -> int:
         """Client connections open on the server now (PostgreSQL allows 100 by default)."""
         import sqlalchemy
+        from sqlalchemy.pool import NullPool
 
-        with _reader(self.url("optuna")).engine.connect() as db:
+        engine = sqlalchemy.create_engine(self.url("optuna"), poolclass=NullPool)  # its one connection closes after
+        with engine.connect() as db:
             return db.execute(sqlalchemy.text(
                 "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")).scalar()
 
@@ -251,17 +252,15 @@ def finished_trials(data: dict[str, Any]) -> list[Any]:
             if "ray_trial_id" in t.user_attrs]
 
 
-@functools.cache
 def _reader(url: str) -> Any:
-    """One storage per store for the soak's polling: a storage per poll leaves its pooled connections open until
-    garbage collection, enough to exhaust PostgreSQL's 100 connections. Opened under the drivers' schema lock:
-    the first to open a new store (SQLite or PostgreSQL) creates its schema."""
-    import optuna
-
+    """The soak's storage for polling (``open_storage`` keeps one per URL: a storage per poll would leave its pooled
+    connections open until garbage collection, enough to exhaust PostgreSQL's 100 connections). Opened under the
+    drivers' schema lock: the first to open a new store (SQLite or PostgreSQL) creates its schema."""
     from search.runner import schema_lock
+    from search.searcher import open_storage
 
     with schema_lock(url):
-        return optuna.storages.RDBStorage(url)
+        return open_storage(url)
 
 
 @dataclass
@@ -281,7 +280,9 @@ class Search:
         """Start or resume the driver if none runs, sample it, and kill it at the next moment due."""
         if self.driver is not None and self.driver.poll() is not None:
             if self.driver.returncode not in (0, -signal.SIGKILL):
-                raise RuntimeError(f"the driver of {self.data['name']} failed ({self.driver.returncode}); see {log.name}")
+                log.flush()
+                raise RuntimeError(f"the driver of {self.data['name']} failed ({self.driver.returncode}); the end of "
+                                   f"{log.name}:\n{Path(log.name).read_text()[-4000:]}")  # CI keeps no files
             self.done = self.driver.returncode == 0
         if self.done:
             return

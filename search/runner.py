@@ -134,10 +134,11 @@ def _listening(address: str) -> bool:
 def _create_stores(spec: Spec) -> None:
     """Create the stores' schemas once, under a lock: two searches starting at the same time on one store must not
     both run its schema migrations (both Optuna's and MLflow's fail on PostgreSQL when they race)."""
-    import optuna
     from mlflow.tracking import MlflowClient
 
-    schemas = {spec.storage: lambda url: optuna.storages.RDBStorage(url),
+    from search.searcher import open_storage
+
+    schemas = {spec.storage: open_storage,  # the storage this process keeps for the URL is the one made here
                spec.tracking_uri: lambda url: MlflowClient(url).search_experiments(max_results=1)}
     for url, create in schemas.items():
         if (lock := schema_lock(url)) is not None:

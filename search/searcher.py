@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import pickle
 from collections.abc import Callable, Mapping, Sequence
@@ -188,13 +189,21 @@ def open_study(name: str, storage: str, mode: str, sampler: optuna.samplers.Base
                                load_if_exists=True)
 
 
-def open_storage(url: str | optuna.storages.BaseStorage) -> str | optuna.storages.BaseStorage:
-    """An Optuna storage from a URL: SQLAlchemy URLs (``sqlite:///``, ``postgresql://``) as they are, and
-    ``journal:///path.log`` as Optuna's journal file storage (append-only, file-locked: several drivers may
-    share it, and it is cheaper per trial than SQLite). A storage object (an in-memory one for replays that need
-    no resume) is used as it is."""
+def open_storage(url: str | optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
+    """An Optuna storage from a URL: SQLAlchemy URLs (``sqlite:///``, ``postgresql://``) through Optuna's
+    ``get_storage``, and ``journal:///path.log`` as Optuna's journal file storage (append-only, file-locked: several
+    drivers may share it, and it is cheaper per trial than SQLite). A storage object (an in-memory one for replays
+    that need no resume) is used as it is.
+
+    One storage per URL in a process: a driver opens its study several times (the target, the searcher, the
+    summary), and each SQLAlchemy storage keeps its own connection pool until it is garbage collected."""
     if isinstance(url, optuna.storages.BaseStorage):
         return url
+    return _storage(url)
+
+
+@functools.cache
+def _storage(url: str) -> optuna.storages.BaseStorage:
     if url.startswith(JOURNAL):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
@@ -202,7 +211,7 @@ def open_storage(url: str | optuna.storages.BaseStorage) -> str | optuna.storage
         path = Path(url.removeprefix(JOURNAL))
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
-    return url
+    return optuna.storages.get_storage(url)
 
 
 def outcome(result: dict[str, Any] | None, error: bool, metric: str) -> tuple[TrialState, list[float] | None, dict]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -41,9 +42,14 @@ def child_runs(spec):
     return client.search_runs([experiment], filter_string="tags.ray_trial_id != ''", max_results=1000)
 
 
-def test_a_search_on_two_nodes_prunes_stopped_trials_and_keeps_them_off_the_front(tmp_path, ray_cluster):
+def test_a_search_on_two_nodes_prunes_stopped_trials_and_keeps_them_off_the_front(tmp_path, ray_cluster, monkeypatch):
     spec = parse(synthetic(tmp_path, ray_cluster, confirm_seeds=2))
+    engines = []  # each SQLAlchemy engine holds a pool of connections: on PostgreSQL, server connections
+    create_engine = sqlalchemy.engine.create_engine
+    monkeypatch.setattr(sqlalchemy.engine, "create_engine", lambda url, **kw: engines.append(str(url)) or
+                        create_engine(url, **kw))
     summary = runner.run(spec, verbose=0)
+    assert engines.count(spec.storage) == 1  # one Optuna storage for the whole driver
     study = optuna.load_study(study_name="syn", storage=spec.storage)
 
     # the budget cap: MAM at the paper's sizes (11% of MiniLM) is rejected before training, and not counted

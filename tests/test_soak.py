@@ -19,7 +19,7 @@ def test_two_searches_sharing_postgresql_lose_and_duplicate_nothing_through_driv
             "records_without_params", "wrong_histories", "wrong_final_metrics")
     assert {key: report[key] for key in zero} == dict.fromkeys(zero, 0), report
     assert report["front_is_the_tables"], report
-    # Two drivers hold 3 to 8 connections each, the soak's own reads 2: a connection kept per trial or per read
+    # Two drivers (an Optuna and an MLflow pool each) and the soak's reads hold 11: a connection kept per trial or per read
     # would run into PostgreSQL's 100 (the soak's polling once did, leaving each read's pool to the garbage collector).
     assert report["most_connections"] <= 20, report
     # The password is where it belongs and nowhere else: not in a saved spec, a log, Ray's state or a record.
