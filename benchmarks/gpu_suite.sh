@@ -8,7 +8,9 @@
 # is measured, so a run cut short keeps what it has, and a search arm already in OUT.md is not run again.
 # Sections (SECTIONS, default all five; run them in several calls where one command's time is limited):
 #   bart llama sdpa   benchmarks/step_time.py --gpu: BART-large and a 1B LLaMA, bf16 step time and memory, the SDPA
-#                     kernel of prefix tuning (H200: ≈6 min, estimated)
+#                     kernel of prefix tuning (H200: ≈6 min, estimated); they import only torch, transformers,
+#                     peft and this repository (no Ray, Optuna, MLflow or datasets), so PYTHON=python3 of a plain
+#                     PyTorch image runs them with the repository on PYTHONPATH
 #   search            benchmarks/gpu_search.py: MiniLM on the full SST-2 training set, 32 trials, ASHA, packed four
 #                     to the GPU then one per GPU: wall time, GPU use, the front (≈5–10 min per arm, estimated;
 #                     PACKING="4" or "1" runs one arm)
