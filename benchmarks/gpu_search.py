@@ -37,8 +37,7 @@ from step_time import emit
 
 BIN = Path(sys.executable).parent
 SAMPLE_MS = 500
-GPU_TRAIN = {"batch_size": 32, "micro_batch": 32, "eval_every": 100, "eval_growth": 3, "train_examples": 0,
-             "eval_examples": 0, "base_dtype": "bf16"}
+GPU_TRAIN = {"batch_size": 32, "micro_batch": 32, "train_examples": 0, "eval_examples": 0, "base_dtype": "bf16"}
 GPU_ASHA = {"grace_period": 100, "reduction_factor": 3, "max_steps": 2700}
 
 
@@ -51,7 +50,8 @@ def spec(packing: int, *, gpus: int, trials: int, cpus: int, root: Path, tiny: b
         data = specs.smoke(data)
         resources, concurrency = {"cpu": cpus, "gpu": 0}, packing
     else:
-        data |= {"trials": trials, "asha": GPU_ASHA, "train": {**data["train"], **GPU_TRAIN}}
+        ladder = {"eval_every": GPU_ASHA["grace_period"], "eval_growth": GPU_ASHA["reduction_factor"]}
+        data |= {"trials": trials, "asha": GPU_ASHA, "train": {**data["train"], **GPU_TRAIN, **ladder}}
         resources, concurrency = {"cpu": cpus, "gpu": 1 / packing}, packing * gpus
     data["train"] = {**data["train"], "threads": cpus}
     return data | {"name": f"gpu-search-{packing}", "concurrency": concurrency, "resources": resources,
@@ -103,17 +103,11 @@ def run_arm(data: dict, log: Path) -> tuple[float, dict[str, float]]:
 
 
 def outcome(data: dict) -> tuple[Any, dict[str, int]]:
-    """The arm's front read back from MLflow with each point's test metric, and how its trials ended."""
+    """The arm's front read back from MLflow (validation and test metric), and how its trials ended."""
     import dashboards
-    from mlflow.tracking import MlflowClient
 
     trials = dashboards.trials(data["tracking_uri"], data["name"])
-    front = dashboards.front(trials)
-    client = MlflowClient(data["tracking_uri"])
-    test = f"test_{trials.attrs['metric']}"
-    front["test"] = [client.get_run(run_id).data.metrics.get(test, float("nan")) for run_id in front.run_id]
-    ended = trials[~trials.confirmation].status.value_counts().to_dict()
-    return front, ended
+    return dashboards.front(trials), trials[~trials.confirmation].status.value_counts().to_dict()
 
 
 def section(packing: int, data: dict, wall: float, use: dict[str, float], front: Any, ended: dict[str, int]) -> list[str]:
@@ -123,9 +117,9 @@ def section(packing: int, data: dict, wall: float, use: dict[str, float], front:
              "| wall (min) | trials/h | trials (how they ended) | GPU util. % median (p10–p90) | GPU memory peak (MiB) |",
              "|---|---|---|---|---|",
              f"| {wall / 60:.1f} | {trials / wall * 3600:.0f} | {trials} ({', '.join(f'{n} {s}' for s, n in ended.items())})"
-             f" | {gpu} |", "", "Front (validation: selected on; test: reported):", "",
+             f" | {gpu} |", "", "Front (validation: selected on; test ± standard error: reported):", "",
              "| budget % | design | validation | test |", "|---|---|---|---|"]
-    lines += [f"| {row.budget:.3f} | {row.preset or row.design_id} | {row.metric:.4f} | {row.test:.4f} |"
+    lines += [f"| {row.budget:.3f} | {row.preset or row.design_id} | {row.metric:.4f} | {row.test:.4f} ± {row.test_se:.4f} |"
               for row in front.sort_values("budget").itertuples()]
     return [*lines, ""]
 

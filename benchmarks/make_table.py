@@ -27,8 +27,7 @@ GPU = {"name": "table-sst2-minilm-gpu", "seeds": 2, "asha": {"grace_period": 27,
        "concurrency": 8, "resources": {"cpu": 2, "gpu": 0.125}, "root": "benchmarks/tabular/runs-gpu",
        "storage": "sqlite:///benchmarks/tabular/runs-gpu/optuna.db",
        "tracking_uri": "sqlite:///benchmarks/tabular/runs-gpu/mlflow.db"}
-GPU_TRAIN = {"batch_size": 32, "micro_batch": 32, "eval_batch": 256, "eval_every": 27, "train_examples": 0,
-             "eval_examples": 0, "test_examples": 0, "base_dtype": "bf16", "threads": 2}
+GPU_TRAIN = {"eval_batch": 256, "eval_every": 27, "test_examples": 0, "threads": 2}  # and gpu_search's GPU sizing
 
 
 def main() -> None:
@@ -58,11 +57,12 @@ def main() -> None:
 
 def table_spec(path: str | Path, *, gpu: bool) -> Any:
     """The grid's spec, validated; at GPU size with ``gpu``."""
+    from gpu_search import GPU_TRAIN as GPU_SIZE
     from search.spec import parse, read
 
     data = read(path)
     if gpu:
-        data |= {**GPU, "train": {**data["train"], **GPU_TRAIN}}
+        data |= {**GPU, "train": {**data["train"], **GPU_SIZE, **GPU_TRAIN}}
     return parse(data)
 
 

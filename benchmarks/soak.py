@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import random
@@ -252,10 +253,10 @@ def finished_trials(data: dict[str, Any]) -> list[Any]:
             if "ray_trial_id" in t.user_attrs]
 
 
+@functools.cache
 def _reader(url: str) -> Any:
-    """The soak's storage for polling (``open_storage`` keeps one per URL: a storage per poll would leave its pooled
-    connections open until garbage collection, enough to exhaust PostgreSQL's 100 connections). Opened under the
-    drivers' schema lock: the first to open a new store (SQLite or PostgreSQL) creates its schema."""
+    """The soak's storage for polling, opened once under the drivers' schema lock (the first to open a new store,
+    SQLite or PostgreSQL, creates its schema; on PostgreSQL the lock is a connection of its own, not one per poll)."""
     from search.runner import schema_lock
     from search.searcher import open_storage
 

@@ -15,16 +15,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from search import pareto
-from search.schema import Params, Status, Tags
+from search.schema import SE, Params, Status, Tags
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-COLUMNS = ["search", "run_id", "run_name", "trial", "preset", "design_id", "budget", "metric", "status", "step",
-           "confirmation", "seed"]
+COLUMNS = ["search", "run_id", "run_name", "trial", "preset", "design_id", "budget", "metric", "test", "test_se",
+           "status", "step", "confirmation", "seed"]
 
 
 def trials(tracking_uri: str, search: str) -> Any:
-    """One row per trial run of ``search`` (confirmation runs included, flagged), as a pandas DataFrame."""
+    """One row per trial run of ``search`` (confirmation runs included, flagged), as a pandas DataFrame: ``metric``
+    on the validation split (what the search selected on), ``test`` and its standard error ``test_se`` on the test
+    split (what to report; full-budget runs only)."""
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
@@ -44,7 +46,9 @@ def trials(tracking_uri: str, search: str) -> Any:
         rows.append({"search": search, "run_id": run.info.run_id, "run_name": run.info.run_name,
                      "trial": int(tags.get(Tags.OPTUNA_TRIAL) or -1), "preset": tags.get(Tags.PRESET, ""),
                      "design_id": tags.get(Tags.DESIGN_ID, ""), "budget": float(params.get(Params.BUDGET, "nan")),
-                     "metric": metrics.get(metric, float("nan")), "status": tags.get(Tags.STATUS, ""),
+                     "metric": metrics.get(metric, float("nan")),
+                     "test": metrics.get(f"test_{metric}", float("nan")),
+                     "test_se": metrics.get(f"test_{metric}{SE}", float("nan")), "status": tags.get(Tags.STATUS, ""),
                      "step": int(tags.get(Tags.STEP_REACHED, 0)), "confirmation": tags.get(Tags.CONFIRMATION) == "true",
                      "seed": int(params.get(Params.SEED, 0))})
     frame = pd.DataFrame(rows, columns=COLUMNS)

@@ -6,9 +6,9 @@ flattened, with ``Params.METRIC`` and ``Params.HIGHER_IS_BETTER``) and one child
 ``Tags.TRIAL``; params: the design's flat keys, ``Params.BUDGET``, ``Params.SEED`` and the resolved training
 configuration; metrics: every report at its step)."""
 
-from trainers import Status
+from trainers import SE, Status  # SE: the suffix of a metric's standard error ("accuracy_se")
 
-__all__ = ["Params", "Status", "Tags"]
+__all__ = ["SE", "Params", "Status", "Tags"]
 
 
 class Tags:

@@ -86,6 +86,10 @@ def test_the_parent_run_carries_a_self_contained_pareto_plot_and_the_front(smoke
 def test_dashboards_rebuild_the_front_and_table_6_from_mlflow_alone(smoke):
     frame = dashboards.trials(smoke["tracking"], NAME)
     assert len(frame) == 4 and frame.attrs["metric"] == "accuracy"
+    recorded = {r.info.run_id: r.data.metrics.get("test_accuracy") for r in smoke["runs"]}  # final reports only
+    completed = frame[frame.status == "completed"]
+    assert list(completed.test) == [recorded[run] for run in completed.run_id] and frame.test.notna().sum() == len(completed)
+    assert (0 < completed.test_se).all() and (completed.test_se < 0.2).all()  # 32 test sentences: se ≤ 0.09
     rebuilt = set(dashboards.front(frame).run_id)
     assert rebuilt == {r.info.run_id for r in smoke["runs"] if r.data.tags["pareto"] == "true"}
     table = dashboards.table6(frame)
