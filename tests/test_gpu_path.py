@@ -272,6 +272,13 @@ def test_a_gpu_share_is_a_fraction_of_one_gpu(gpu):
     assert parse({"resources": {"cpu": 1, "gpu": gpu}}).resources["gpu"] == gpu
 
 
+def test_the_spec_s_resources_are_what_each_trial_asks_ray_for():
+    from search import runner
+
+    trainable = runner._trainable(parse({"resources": {"cpu": 2, "gpu": 0.25}}))  # as runner.run hands it to Tune
+    assert trainable._resources.required_resources == {"CPU": 2.0, "GPU": 0.25}  # tune.with_resources' request
+
+
 @pytest.mark.parametrize("gpu", [1.5, -0.5, "half", True])
 def test_more_than_one_gpu_comes_whole(gpu):
     with pytest.raises(SpecError, match=r"resources\.gpu: .* not allowed; allowed: a fraction of one GPU in \[0, 1\] "):
