@@ -1,7 +1,7 @@
 """Does spreading proposals across budget levels help? An experiment on the tabular benchmark.
 
-    python benchmarks/budget_spread.py                        # slack 0..4, 20 repetitions, 30 FTE
-    python benchmarks/budget_spread.py --methods random/none+confirm --slack 2
+    python -m benchmarks.budget_spread                        # slack 0..4, 20 repetitions, 30 FTE
+    python -m benchmarks.budget_spread --methods random/none+confirm --slack 2
 
 A design's budget is exact before it trains, so a searcher can steer proposals along the budget axis without
 training anything. Here: budgets fall into factor-2 levels (0.25–0.5%, 0.5–1%, ...; the head alone is a level of
@@ -20,17 +20,13 @@ import functools
 import logging
 import math
 import statistics
-import sys
 import warnings
-from pathlib import Path
 from typing import Any
 
 import optuna
 
-sys.path.insert(0, str(Path(__file__).parent))
-import search_quality as sq  # noqa: E402  (the replay this experiment shares)
-
-from search.searcher import DesignSearcher  # noqa: E402
+from benchmarks import search_quality as sq  # the replay this experiment shares
+from search.searcher import DesignSearcher
 
 TRIES = 30  # proposals per trial before the spread gives up and trains what it drew
 

@@ -1,8 +1,8 @@
 """Where a search driver's memory goes as trials accumulate: ``tracemalloc`` snapshots of this process while it
 runs a replayed search (the soak's spec, a local Ray), compared between two finished-trial counts.
 
-    python benchmarks/driver_memory.py                       # 400 trials, snapshots after 100 and 380 (~20 min)
-    python benchmarks/driver_memory.py --trials 200 --at 50 180
+    python -m benchmarks.driver_memory                       # 400 trials, snapshots after 100 and 380 (~20 min)
+    python -m benchmarks.driver_memory --trials 200 --at 50 180
 
 Prints the traced growth per 100 trials and the allocation sites that grew most (tracing starts after 30 trials,
 past the driver's start-up, and slows the driver several-fold)."""
@@ -17,7 +17,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from soak import finished_trials, spec
+from benchmarks.soak import finished_trials, spec
 
 
 def watch(data: dict, marks: list[int], snapshots: dict[int, tracemalloc.Snapshot]) -> None:

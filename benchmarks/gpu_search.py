@@ -1,8 +1,8 @@
 """A real search on the GPU: trials packed onto it against one trial per GPU, with wall time, GPU use and the front.
 
-    .venv/bin/python benchmarks/gpu_search.py --out gpu.md            # MiniLM, full SST-2, 32 trials: 4 per GPU, then 1
-    .venv/bin/python benchmarks/gpu_search.py --packing 4 --out gpu.md   # one arm (e.g. one arm per device call)
-    .venv/bin/python benchmarks/gpu_search.py --tiny                  # the smoke profile on the CPU: does it all run?
+    .venv/bin/python -m benchmarks.gpu_search --out gpu.md            # MiniLM, full SST-2, 32 trials: 4 per GPU, then 1
+    .venv/bin/python -m benchmarks.gpu_search --packing 4 --out gpu.md   # one arm (e.g. one arm per device call)
+    .venv/bin/python -m benchmarks.gpu_search --tiny                  # the smoke profile on the CPU: does it all run?
 
 Each arm is the embedded default search (`peft-search run`: MiniLM, random designs under a 2% budget, ASHA on
 the validation loss, the front confirmed with one more seed) at GPU size: the whole SST-2 training set less the
@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from step_time import emit
+
+from benchmarks.step_time import emit
 
 BIN = Path(sys.executable).parent
 SAMPLE_MS = 500

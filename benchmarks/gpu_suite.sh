@@ -7,14 +7,14 @@
 # OUT.md: default benchmarks/results/gpu_suite.md (gpu_suite_tiny.md with --tiny); each part is appended as soon as it
 # is measured, so a run cut short keeps what it has, and a search arm already in OUT.md is not run again.
 # Sections (SECTIONS, default all five; run them in several calls where one command's time is limited):
-#   bart llama sdpa   benchmarks/step_time.py --gpu: BART-large and a 1B LLaMA, bf16 step time and memory, the SDPA
+#   bart llama sdpa   python -m benchmarks.step_time --gpu: BART-large and a 1B LLaMA, bf16 step time and memory, the SDPA
 #                     kernel of prefix tuning (H200: ≈6 min, estimated); they import only torch, transformers,
 #                     peft and this repository (no Ray, Optuna, MLflow or datasets), so PYTHON=python3 of a plain
 #                     PyTorch image runs them with the repository on PYTHONPATH
-#   search            benchmarks/gpu_search.py: MiniLM on the full SST-2 training set, 32 trials, ASHA, packed four
+#   search            python -m benchmarks.gpu_search: MiniLM on the full SST-2 training set, 32 trials, ASHA, packed four
 #                     to the GPU then one per GPU: wall time, GPU use, the front (≈5–10 min per arm, estimated;
 #                     PACKING="4" or "1" runs one arm)
-#   table             benchmarks/make_table.py --gpu: the tabular benchmark's grid larger (full training set,
+#   table             python -m benchmarks.make_table --gpu: the tabular benchmark's grid larger (full training set,
 #                     2 seeds, 729 steps) → benchmarks/tabular/sst2_minilm_gpu.csv (≈15 min, estimated;
 #                     resumable: the same command again trains what is missing)
 # Environment: SECTIONS, PACKING, ROUNDS (2), STEPS (10), WARMUP (3), PYTHON (.venv/bin/python); the search and the
@@ -44,20 +44,20 @@ mkdir -p "$(dirname "$out")"
 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1  # models from configs or shipped: no download
 if [ ${#step_sections[@]} -gt 0 ]; then
-    "$python" benchmarks/step_time.py --gpu $tiny --out "$out" --sections "${step_sections[@]}" \
+    "$python" -m benchmarks.step_time --gpu $tiny --out "$out" --sections "${step_sections[@]}" \
         --rounds "${ROUNDS:-2}" --steps "${STEPS:-10}" --warmup "${WARMUP:-3}"
 fi
 if [ -n "$run_search" ]; then
     # shellcheck disable=SC2086  # $PACKING is a list of words
-    "$python" benchmarks/gpu_search.py $tiny --out "$out" ${PACKING:+--packing $PACKING}
+    "$python" -m benchmarks.gpu_search $tiny --out "$out" ${PACKING:+--packing $PACKING}
 fi
 if [ -n "$run_table" ]; then
     if [ -n "$tiny" ]; then
-        echo "gpu_suite: table: no tiny size (the CPU table is benchmarks/make_table.py without --gpu)" >&2
+        echo "gpu_suite: table: no tiny size (the CPU table is python -m benchmarks.make_table without --gpu)" >&2
     else
         start=$(date +%s)
-        summary=$("$python" benchmarks/make_table.py --gpu | tail -1)
-        printf '## Tabular benchmark at GPU size\n\n`python benchmarks/make_table.py --gpu`: %s; this call %d min\n\n' \
+        summary=$("$python" -m benchmarks.make_table --gpu | tail -1)
+        printf '## Tabular benchmark at GPU size\n\n`python -m benchmarks.make_table --gpu`: %s; this call %d min\n\n' \
             "$summary" $(( ($(date +%s) - start) / 60 )) | tee -a "$out"
     fi
 fi

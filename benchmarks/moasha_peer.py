@@ -2,9 +2,9 @@
 
     .venv/bin/pip install -e ".[peer]"        # syne-tune 0.16.0 (+ xgboost, statsmodels: ≈ 700 MB); no version
                                               # of the project's own dependencies changes
-    .venv/bin/python benchmarks/moasha_peer.py                                  # as shipped
-    .venv/bin/python benchmarks/moasha_peer.py --rank-fix --out benchmarks/results/moasha_peer_rankfix.json
-    .venv/bin/python benchmarks/search_quality.py   # scores both files beside the project's own methods
+    .venv/bin/python -m benchmarks.moasha_peer                                  # as shipped
+    .venv/bin/python -m benchmarks.moasha_peer --rank-fix --out benchmarks/results/moasha_peer_rankfix.json
+    .venv/bin/python -m benchmarks.search_quality   # scores both files beside the project's own methods
 
 Writes per repetition the fields of ``search_quality.Replay`` (``spent``, ``returned``, ``trials``), so the same
 code scores it. Runs 20 repetitions in about 1.5 minutes.
@@ -50,7 +50,6 @@ import json
 import logging
 import os
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -68,10 +67,10 @@ from syne_tune.optimizer.schedulers.multiobjective.moasha import MOASHA
 from syne_tune.optimizer.schedulers.multiobjective.multiobjective_priority import MOPriority
 from syne_tune.optimizer.schedulers.multiobjective.non_dominated_priority import compute_epsilon_net, pareto_efficient
 
-HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE.parent))  # the project's table helpers need only pandas: shared with the replay
 from search import tabular
 from search.pareto import front
+
+HERE = Path(__file__).parent
 
 OBJECTIVES = ["valid_error", "budget_pct", "valid_metric", "seconds"]
 

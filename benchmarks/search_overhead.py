@@ -1,7 +1,7 @@
 """Per-trial overhead of the whole search stack against plain Ray Tune + OptunaSearch + ASHA, in one run.
 
-    .venv/bin/python benchmarks/search_overhead.py              # 20 and 100 trials of each stack, 3 rounds
-    .venv/bin/python benchmarks/search_overhead.py --small 5 --large 20 --rounds 1
+    .venv/bin/python -m benchmarks.search_overhead              # 20 and 100 trials of each stack, 3 rounds
+    .venv/bin/python -m benchmarks.search_overhead --small 5 --large 20 --rounds 1
 
 Both stacks run a trivial trainer (one report, no work) on the same local Ray, 2 trials at once, actors reused.
 "Ours" is ``search.runner.run`` with the synthetic trainer: our Optuna searcher on a SQLite study (and on

@@ -1,7 +1,7 @@
 """Search quality on the tabular benchmark: how much of the true front each searcher × scheduler finds, per step.
 
-    python benchmarks/search_quality.py                  # every method, 20 repetitions (≈ minutes on 2 cores)
-    python benchmarks/search_quality.py --reps 5 --methods tpe/pareto_asha:loss,random/none,random/none+confirm
+    python -m benchmarks.search_quality                  # every method, 20 repetitions (≈ minutes on 2 cores)
+    python -m benchmarks.search_quality --reps 5 --methods tpe/pareto_asha:loss,random/none,random/none+confirm
 
 Each repetition replays one search against `benchmarks/tabular/sst2_minilm.csv` (its space = the table's grid):
 the project's own `DesignSearcher` (Optuna sampler, budget known before training) proposes designs and the real
@@ -71,7 +71,7 @@ def parse_method(name: str) -> tuple[str, str, int]:
 
 def make_scheduler(spec: Any, kind: str) -> Any:
     """The scheduler a spec with ``scheduler``/``asha_metric`` set from ``kind`` ("asha:loss") would run."""
-    from search.runner import scheduler
+    from search.assemble import scheduler
 
     name, _, metric = kind.partition(":")
     return scheduler(dataclasses.replace(spec, scheduler=name, asha_metric=metric or None))
@@ -88,8 +88,7 @@ def replay(table: Any, spec: Any, sampler: str, scheduler_kind: str, seed: int, 
 
     from peft_space import Design
     from search import tabular
-    from search.pareto import front
-    from search.runner import make_sampler
+    from search.samplers import make_sampler
     from search.searcher import DesignSearcher
 
     max_t = int(table["step"].max())
@@ -148,7 +147,7 @@ def replay(table: Any, spec: Any, sampler: str, scheduler_kind: str, seed: int, 
 def confirmed_front(table: Any, done: list[tuple[float, float, str]], seed: int, confirm: int) -> tuple[list[str], int]:
     """The designs a search returns from its completed trials ``done``, and the steps its confirmation costs:
     none without ``confirm``; else every front design re-trained with seeds seed+1..seed+confirm (to the last
-    step) and the front recomputed with each one's median validation metric over its seeds (``search.runner.confirm``)."""
+    step) and the front recomputed with each one's median validation metric over its seeds (``search.conclude.confirm``)."""
     from search import tabular
     from search.pareto import front
 

@@ -1,7 +1,7 @@
 """Training-step time and peak memory of every preset against full fine-tuning and HF PEFT, side by side.
 
-    .venv/bin/python benchmarks/step_time.py                 # all presets, 3 rounds
-    .venv/bin/python benchmarks/step_time.py --rounds 5 --presets lora_attn prefix
+    .venv/bin/python -m benchmarks.step_time                 # all presets, 3 rounds
+    .venv/bin/python -m benchmarks.step_time --rounds 5 --presets lora_attn prefix
 
 Model: a MiniLM-sized BERT (hidden 384, 6 layers, 12 heads, FFN 1536; random init from its config) with a
 2-way classification head; batch 16 × 128 tokens; AdamW; CPU threads as given (default: all cores).
@@ -18,8 +18,8 @@ which use PEFT's common sizes (LoRA q,v r=8; LoRA FFN r=64; prefix l=30; prompt 
 
 GPU mode (``--gpu``; ``benchmarks/gpu_suite.sh`` runs it and writes the figures to one Markdown file):
 
-    .venv/bin/python benchmarks/step_time.py --gpu --out results.md            # an NVIDIA GPU
-    .venv/bin/python benchmarks/step_time.py --gpu --tiny                      # tiny sizes, any device: does it run?
+    .venv/bin/python -m benchmarks.step_time --gpu --out results.md            # an NVIDIA GPU
+    .venv/bin/python -m benchmarks.step_time --gpu --tiny                      # tiny sizes, any device: does it run?
 
 - BART-large (random init: d=1024, 12+12 layers, FFN 4096, vocab 50265), batch 8 × (512 source + 128 target
   tokens): full fine-tuning (fp32 weights), MAM, LoRA, prefix and PA at the paper's sizes (the presets) with bf16

@@ -1,7 +1,7 @@
 """Training throughput (examples/s) per task: MAM against full fine-tuning, side by side in one run.
 
-    .venv/bin/python benchmarks/train_throughput.py                       # every task, 3 rounds
-    .venv/bin/python benchmarks/train_throughput.py --tasks sst2 --steps 20
+    .venv/bin/python -m benchmarks.train_throughput                       # every task, 3 rounds
+    .venv/bin/python -m benchmarks.train_throughput --tasks sst2 --steps 20
 
 The shipped MiniLM (BERT2BERT for XSum and en-ro) on the shipped data, micro-batch = batch = 16, the task's
 lengths capped at --max-length; rounds interleave full and MAM (full, MAM, full, MAM, ...) in one process,

@@ -16,6 +16,7 @@ from typing import Any
 
 from search import pareto
 from search.schema import SE, Params, Status, Tags
+from trainers import validation_metrics
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -42,7 +43,7 @@ def trials(tracking_uri: str, search: str) -> Any:
     rows = []
     for run in runs:
         tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
-        metric = metric or next((m for m in ("accuracy", "rouge2", "bleu", "perplexity") if m in metrics), "")
+        metric = metric or next((m for m in validation_metrics() if m in metrics), "")  # a parent left bare
         rows.append({"search": search, "run_id": run.info.run_id, "run_name": run.info.run_name,
                      "trial": int(tags.get(Tags.OPTUNA_TRIAL) or -1), "preset": tags.get(Tags.PRESET, ""),
                      "design_id": tags.get(Tags.DESIGN_ID, ""), "budget": float(params.get(Params.BUDGET, "nan")),
@@ -57,9 +58,13 @@ def trials(tracking_uri: str, search: str) -> Any:
 
 
 def front(frame: Any) -> Any:
-    """The Pareto front of the search's full-budget trials (confirmation runs left out), by budget."""
+    """The Pareto front of the search's full-budget trials, by budget. A trial re-trained with more seeds
+    (``--confirm-seeds``: its confirmation runs) counts with the median over its seeds, as the search chose it."""
     higher_is_better = frame.attrs.get("higher_is_better", True)
-    complete = frame[(frame.status == Status.COMPLETED) & ~frame.confirmation].reset_index(drop=True)
+    done = frame[frame.status == Status.COMPLETED]
+    complete = done[~done.confirmation].reset_index(drop=True)
+    seeds = done.groupby("trial").metric.median()  # a trial's own run and its confirmations share its number
+    complete["metric"] = [seeds[t] if t >= 0 else m for t, m in zip(complete.trial, complete.metric)]
     sign = 1.0 if higher_is_better else -1.0
     keep = pareto.front([(sign * m, b) for m, b in zip(complete.metric, complete.budget)])
     return complete.iloc[keep].reset_index(drop=True)

@@ -24,9 +24,12 @@ import trainers
 from peft_space import DIMENSIONS, FieldError
 from search import spec as specs
 from search.spec import SpecError, import_plugins
-from trainers import SE
+from trainers import DEFAULT_MODEL, FULL, SE
 
 import_plugins(os.environ.get("PEFT_SEARCH_PLUGINS", "").split(",") if os.environ.get("PEFT_SEARCH_PLUGINS") else [])
+
+TRACKING = Annotated[str, typer.Option(help="MLflow tracking URI the search recorded to")]
+ROOT = Annotated[str, typer.Option(help="The folder the search was started under")]
 
 app = typer.Typer(
     name="peft-search",
@@ -73,36 +76,62 @@ def load_design(name: str | None, design_json: Path | None, overrides: dict[str,
         flat = {**peft_space.Design.from_json(design_json.read_text()).to_dict(), **overrides}
         return peft_space.Design.from_dict(flat)
     if name is None:
-        raise FieldError("--design", None, "a preset: " + ", ".join(peft_space.presets()) + ", or full")
-    if name == "full":
+        raise FieldError("--design", None, "a preset: " + ", ".join(peft_space.presets()) + f", or {FULL}")
+    if name == FULL:
         if overrides:
             raise FieldError("--set", overrides, "no design keys with --design full (full fine-tuning)")
         return None
     return peft_space.preset(name, **overrides)
 
 
+def _with_options(options: dict[str, tuple[type, str]],
+                  panel: str | None = None) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command one option per entry of ``options`` (option name -> its type and help, from a declaration),
+    shown under ``panel`` in ``--help``; the values given arrive in the command's ``**`` keywords by option name
+    (None where not given)."""
+    def add(command: Callable[..., None]) -> Callable[..., None]:
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                   annotation=Annotated[kind | None, typer.Option(help=text, rich_help_panel=panel)])
+                 for name, (kind, text) in options.items()]
+        command.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
+        return command
+
+    return add
+
+
+def _hyperparameter_options() -> dict[str, tuple[type, str]]:
+    """``peft-search train``'s options from ``TrainConfig``'s declarations: numbers and names are given as text and
+    checked by ``trainers.resolve`` (one message naming the field), true/false as a flag."""
+    return {h.name: (bool if h.type is bool else str, f"{h.help}; allowed: {h.allowed} (default: the task's "
+                                                      f"recipe, else {h.default})")
+            for h in trainers.hyperparameters()}
+
+
 @app.command(epilog=_dimension_help())
+@_with_options(_hyperparameter_options(), panel="Training hyper-parameters")
 def train(
     task: Annotated[str, typer.Option(help="Task: " + ", ".join(trainers.TASKS))] = "sst2",
-    design: Annotated[str | None, typer.Option(help="Preset design: " + ", ".join(peft_space.presets()) + "; or full (full fine-tuning)")] = None,
+    design: Annotated[str | None, typer.Option(help="Preset design: " + ", ".join(peft_space.presets()) + f"; or {FULL} (full fine-tuning)")] = None,
     design_json: Annotated[Path | None, typer.Option(help="A design JSON file (from peft_space.save or MLflow)")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override: a design key (ffn.bottleneck=16) or a "
                                             "hyper-parameter (lr=3e-4, batch_size=16, eval_examples=200); repeatable")] = [],
-    model: Annotated[str, typer.Option(help="Base model: 'minilm' (shipped) or any transformers name or path")] = "minilm",
-    steps: Annotated[int | None, typer.Option(help="Optimiser steps (default: the task's recipe)")] = None,
+    model: Annotated[str, typer.Option(help=f"Base model: '{DEFAULT_MODEL}' (shipped) or any transformers name or path")] = DEFAULT_MODEL,
     seed: Annotated[int, typer.Option(help="Seed for the head, the design's init, data order and dropout")] = 0,
     data_dir: Annotated[Path | None, typer.Option(help="Directory with the task's files (default: shared/data)")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
     output: Annotated[Path | None, typer.Option(help="Also write the full result as JSON here")] = None,
+    **given: Any,
 ) -> None:
-    """Train one design on one task and print its metrics and budget."""
+    """Train one design on one task and print its metrics and budget. Every training hyper-parameter is an option
+    (below) or --set NAME=VALUE; `peft-search fields` lists them too (as train.NAME of a search spec)."""
     design_sets, hyper = parse_sets(set_)
     chosen = load_design(design, design_json, design_sets)
     if task not in trainers.TASKS:
         raise FieldError("--task", task, "one of " + ", ".join(trainers.TASKS))
     task_obj = trainers.TASKS[task]
-    if steps is not None:
-        hyper["steps"] = steps
+    hyper |= {name: value for name, value in given.items() if value is not None}
     trainers.resolve(task_obj, hyper)  # validate hyper-parameters before the heavy imports
     result = trainers.train(task_obj, chosen, model=model, seed=seed, data_dir=data_dir, progress=progress, **hyper)
     _print_result(result)
@@ -135,26 +164,13 @@ def _print_result(result: Any) -> None:
         console.print(f"[red]failed:[/red] {result.error}")
 
 
-def _with_spec_options(command: Callable[..., None]) -> Callable[..., None]:
-    """Give ``command`` an option for every spec field declared with a flag, its help from the declaration; the
-    values arrive in the command's ``**flags`` by option name."""
-    signature = inspect.signature(command, eval_str=True)
-    own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    options = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                                 annotation=Annotated[_option_type(declared) | None,
-                                                      typer.Option(help=specs.field_help(declared))])
-               for name, declared in specs.flags().items()]
-    command.__signature__ = signature.replace(parameters=[*own, *options])  # type: ignore[attr-defined]
-    return command
-
-
 def _option_type(declared: Any) -> type:
     """int for integer fields; any other field is parsed from its text by the spec (``budget_cap: 1%``)."""
     return int if type(declared.default) is int else str
 
 
 @app.command(epilog=_dimension_help())
-@_with_spec_options
+@_with_options({name: (_option_type(declared), specs.field_help(declared)) for name, declared in specs.flags().items()})
 def run(
     spec_file: Annotated[Path | None, typer.Argument(metavar="[SPEC]", help="A search spec (YAML; its fields: "
                                                      "`peft-search fields`); none: the embedded default (MiniLM "
@@ -162,7 +178,7 @@ def run(
     set_: Annotated[list[str], typer.Option("--set", help="Any other spec field, dotted for nested ones: "
                                             "asha.max_steps=60, train.lr=3e-4, values.form=\\[linear,relu]; repeatable")] = [],
     smoke: Annotated[bool, typer.Option(help="A tiny profile of the same path (4 trials of a few steps): checks "
-                                        "that everything runs")] = False,
+                                        "that everything runs; other options still apply")] = False,
     verbose: Annotated[int, typer.Option(help="Ray Tune output: 0 silent, 1 status, 2 every result")] = 1,
     **flags: Any,
 ) -> None:
@@ -171,16 +187,13 @@ def run(
     Trials are recorded in MLflow (a parent run for the search, a child run per trial) and in the Optuna
     study; an interrupted search continues with [bold]peft-search resume NAME[/bold]."""
     data = _spec_data(spec_file)
+    if smoke:  # the tiny profile first: the options given still apply (--smoke --set confirm_seeds=1)
+        data = specs.smoke(data)
     declared = specs.flags()
     data |= {declared[option].name: value for option, value in flags.items() if value is not None}
     for key, value in key_values(set_, "asha.max_steps=60 or train.lr=3e-4").items():
         _put(data, key, value)
-    if smoke:
-        data = specs.smoke(data)
-    spec = specs.parse(data)
-    from search import runner
-
-    _print_summary(runner.run(spec, verbose=verbose), spec.name)
+    _search(specs.parse(data), resume=False, verbose=verbose)
 
 
 @app.command()
@@ -193,42 +206,38 @@ def fields() -> None:
 @app.command()
 def resume(
     name: Annotated[str, typer.Argument(help="The search to continue")],
-    root: Annotated[str, typer.Option(help="The folder the search was started under")] = "peft-search",
+    root: ROOT = specs.Spec.root,
     trials: Annotated[int | None, typer.Option(help="Raise the number of designs to train")] = None,
     verbose: Annotated[int, typer.Option(help="Ray Tune output: 0 silent, 1 status, 2 every result")] = 1,
 ) -> None:
     """Continue an interrupted search (Ctrl-C, a killed driver) where it stopped; finished trials are kept."""
-    from search import runner
-
-    spec = runner.saved_spec(root, name)
-    spec = spec.replace(trials=trials) if trials else spec
-    _print_summary(runner.run(spec, resume=True, verbose=verbose), name)
+    spec = specs.saved_spec(root, name)
+    _search(spec.replace(trials=trials) if trials else spec, resume=True, verbose=verbose)
 
 
 @app.command()
 def pareto(
     name: Annotated[str, typer.Argument(help="A finished or running search")],
-    root: Annotated[str, typer.Option(help="The folder the search was started under")] = "peft-search",
+    root: ROOT = specs.Spec.root,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
 ) -> None:
     """Print the Pareto front of a search (full-budget trials only), its hypervolume and MAM's rank."""
-    from search import runner
+    spec = specs.saved_spec(root, name)
+    from search import conclude
 
-    summary = runner.summarise(runner.saved_spec(root, name))
+    summary = conclude.summarise(spec)
     if json_:
         print(summary.to_json())
     else:
         _print_summary(summary, name)
 
 
-TRACKING = Annotated[str, typer.Option(help="MLflow tracking URI the search recorded to")]
-DEFAULT_TRACKING = "sqlite:///peft-search/mlflow.db"
 
 
 @app.command()
 def reproduce(
     run_id: Annotated[str, typer.Argument(help="A trial's MLflow run id (peft-search ui, or the parent's trials.csv)")],
-    tracking_uri: TRACKING = DEFAULT_TRACKING,
+    tracking_uri: TRACKING = specs.Spec.tracking_uri,
     seed: Annotated[int | None, typer.Option(help="Train with another seed instead of the recorded one")] = None,
 ) -> None:
     """Re-train one trial from what its run recorded (design, hyper-parameters, seed, data, threads) and print the
@@ -249,9 +258,10 @@ def reproduce(
 
 @app.command()
 def export(
-    run_id: Annotated[str, typer.Argument(help="A front trial's MLflow run id")],
+    run_id: Annotated[str, typer.Argument(help="A front trial's MLflow run id (tag pareto=true), or its "
+                                              "confirmation run's")],
     out: Annotated[Path, typer.Argument(help="Folder to write the modification to")],
-    tracking_uri: TRACKING = DEFAULT_TRACKING,
+    tracking_uri: TRACKING = specs.Spec.tracking_uri,
 ) -> None:
     """Write a front trial's trained modification (safetensors + design JSON; HF peft's format under peft/ for
     LoRA designs), for inference with peft_space.load."""
@@ -263,7 +273,7 @@ def export(
 @app.command()
 def ui(
     name: Annotated[str | None, typer.Argument(help="A search to open (default: the list of searches)")] = None,
-    tracking_uri: TRACKING = DEFAULT_TRACKING,
+    tracking_uri: TRACKING = specs.Spec.tracking_uri,
     optuna: Annotated[bool, typer.Option(help="Open the search's Optuna study in optuna-dashboard instead: its "
                                               "Pareto front, parameter importances and history")] = False,
     storage: Annotated[str, typer.Option(help="Optuna storage URL the search used (with --optuna)")] = specs.Spec.storage,
@@ -282,7 +292,7 @@ def ui(
 def _mlflow_ui(name: str | None, tracking_uri: str, host: str, port: int) -> tuple[str, list[str]]:
     from urllib.parse import quote
 
-    from search.records import client
+    from search.mlflow_runs import client
     from search.schema import Params, Tags
 
     url = f"http://{host}:{port}/"
@@ -290,9 +300,12 @@ def _mlflow_ui(name: str | None, tracking_uri: str, host: str, port: int) -> tup
         experiment = client(tracking_uri).get_experiment_by_name(name)
         if experiment is None:
             raise FieldError("NAME", name, f"a search recorded in {tracking_uri}")
-        # the search's training runs, trials listed flat (not folded under the search's run), cheapest first
-        url += (f"#/experiments/{experiment.experiment_id}/runs?searchFilter=" + quote(f"tags.{Tags.TRIAL} != ''")
-                + "&orderByKey=" + quote(f"params.`{Params.BUDGET}`") + "&orderByAsc=true")
+        # the search's training runs, trials listed flat (not folded under the search's run), cheapest first, in
+        # the UI's model-training navigation: MLflow 3.17 opens GenAI's unless the URL asks (it ignores the
+        # experiment's mlflow.experimentKind tag)
+        url += (f"#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning&searchFilter="
+                + quote(f"tags.{Tags.TRIAL} != ''") + "&orderByKey=" + quote(f"params.`{Params.BUDGET}`")
+                + "&orderByAsc=true")
     return url, [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri, "--host", host,
                  "--port", str(port), "--workers", "1"]
 
@@ -300,7 +313,7 @@ def _mlflow_ui(name: str | None, tracking_uri: str, host: str, port: int) -> tup
 def _optuna_dashboard(name: str | None, storage: str, host: str, port: int) -> tuple[str, list[str]]:
     import optuna
 
-    from search.searcher import JOURNAL, open_storage
+    from search.stores import JOURNAL, open_storage
 
     url = f"http://{host}:{port}/dashboard/"
     if name is not None:
@@ -336,7 +349,7 @@ def _serve(command: list[str]) -> int:
 @app.command()
 def table(
     names: Annotated[list[str], typer.Argument(help="One or more searches")],
-    tracking_uri: TRACKING = DEFAULT_TRACKING,
+    tracking_uri: TRACKING = specs.Spec.tracking_uri,
 ) -> None:
     """Print each search's results in the paper's Table 6 layout (method, % params, metric) and its front,
     read back from MLflow."""
@@ -357,6 +370,42 @@ def table(
         for row in dashboards.table6(frame).itertuples():
             shown.add_row(row.method + (" *" if row.on_front else ""), f"{row.params_pct:.3f}", f"{row.metric:.4f}", str(row.runs))
         console.print(shown)
+
+
+@app.command()
+def tabulate(
+    spec_file: Annotated[Path, typer.Argument(metavar="SPEC", help="A grid spec: sampler: grid and a menu at "
+                                              "every site (e.g. benchmarks/tabular/sst2_minilm.yaml)")],
+    out: Annotated[Path | None, typer.Option(help="The table (default: the spec file's name with .csv)")] = None,
+    full_lr: Annotated[float, typer.Option(help="Learning rate of full fine-tuning's reference rows (a PEFT "
+                                                "learning rate is far too high for it)")] = 5e-5,
+    export_only: Annotated[bool, typer.Option(help="Only read the recorded trials back into the table")] = False,
+    verbose: Annotated[int, typer.Option(help="Ray Tune output: 0 silent, 1 status, 2 every result")] = 1,
+) -> None:
+    """Build a tabular benchmark: train every (design, seed) of a grid for real (an interrupted build resumes
+    where it stopped; designs added to the menus later are trained alone), then full fine-tuning as reference
+    rows, and write every evaluation to one CSV that searches replay with [bold]trainer: tabular[/bold]."""
+    spec = specs.parse(_spec_data(spec_file))
+    if spec.sampler != "grid":
+        raise FieldError("sampler", spec.sampler, "grid (a table holds every design of a grid)")
+    from search.tabulate import build
+
+    table = build(spec, out or spec_file.with_suffix(".csv"), full_lr=full_lr, export_only=export_only,
+                  verbose=verbose)
+    print(f"{out or spec_file.with_suffix('.csv')}: {len(table)} rows, {table['design_id'].nunique()} designs, "
+          f"{table['seed'].nunique()} seeds")
+
+
+def _search(spec: specs.Spec, *, resume: bool, verbose: int) -> None:
+    """Run or resume a search and print its front; a search whose every trial failed says why and exits 1."""
+    from search import runner
+
+    try:
+        summary = runner.run(spec, resume=resume, verbose=verbose)
+    except runner.SearchFailed as err:
+        print(f"peft-search: error: {err}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    _print_summary(summary, spec.name)
 
 
 def _spec_data(path: Path | None) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from peft_space import space as _space  # noqa: F401  (registers the built-in dimensions)
+from peft_space import paper as _paper  # noqa: F401  (registers the built-in dimensions)
 from peft_space.dimensions import DIMENSIONS
 from peft_space.errors import DesignError
 from peft_space.sites import SITES

@@ -24,9 +24,9 @@ from peft_space.architectures import Target, architecture_of, find_targets
 from peft_space.design import Design, Modification
 from peft_space.dimensions import DIMENSIONS
 from peft_space.errors import DesignError
-from peft_space.layers import Added, Add, BiasShift, Bottleneck, Insertion
+from peft_space.layers import Add, Added, BiasShift, Bottleneck, Insertion
+from peft_space.paper import REPRESENTATION, Representation
 from peft_space.sites import SITES
-from peft_space.space import REPRESENTATION, Representation
 
 MODULE_PREFIX = "peft_"
 

@@ -15,13 +15,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.pareto import front, hypervolume
-from search.schema import Status
+from search.schema import OUTCOMES, Attrs, Status
 
 
 @dataclass
 class Row:
     trial: int
-    design: str  # the preset's name, or the design id
+    design: str  # the preset's name, or a short label of the design (``label``)
     budget: float  # % of the pretrained model
     metric: float  # final (completed) or last reported before ASHA stopped it (stopped)
     on_front: bool
@@ -67,8 +67,8 @@ def summarise(study: optuna.Study, metric: str, higher_is_better: bool, referenc
     rows = [_row(t, m, i in on_front, Status.COMPLETED) for i, (m, t) in enumerate(zip(metrics, complete))]
     _mark_noise(rows, sign)
     rows.sort(key=lambda r: (not r.on_front, r.budget, -sign * r.metric))
-    stopped = [_row(t, t.user_attrs["last_metric"], False, Status.STOPPED)
-               for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if "last_metric" in t.user_attrs]
+    stopped = [_row(t, t.user_attrs[Attrs.LAST_METRIC], False, Status.STOPPED)
+               for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if Attrs.LAST_METRIC in t.user_attrs]
     area = hypervolume(points, (sign * reference[0], reference[1]))
     return Summary(metric, higher_is_better, rows, stopped, _counts(study.trials), reference, area,
                    importance(study, complete), _mam(rows, points, sign))
@@ -92,9 +92,11 @@ def _mark_noise(rows: list[Row], sign: float) -> None:
 
 def _row(t: FrozenTrial, metric: float, on_front: bool, status: Status) -> Row:
     attrs = t.user_attrs
-    return Row(t.number, attrs.get("preset") or attrs.get("design_id", ""), attrs["budget"], metric, on_front,
-               attrs.get("design", ""), status, attrs.get("step", 0), attrs.get("ray_trial_id", ""),
-               attrs.get("metric_se"), attrs.get("test"), attrs.get("test_se"))
+    design = attrs.get(Attrs.DESIGN, "")
+    return Row(t.number, attrs.get(Attrs.PRESET) or (label(design) if design else attrs.get(Attrs.DESIGN_ID, "")),
+               attrs[Attrs.BUDGET], metric, on_front, design, status, attrs.get(Attrs.STEP, 0),
+               attrs.get(Attrs.RAY_TRIAL_ID, ""), attrs.get(Attrs.METRIC_SE), attrs.get(Attrs.TEST),
+               attrs.get(Attrs.TEST_SE))
 
 
 def _with_se(value: float | None, se: float | None) -> str:
@@ -103,15 +105,12 @@ def _with_se(value: float | None, se: float | None) -> str:
     return f"{value:.4f}" + (f" ± {se:.4f}" if se is not None else "")
 
 
-OUTCOMES = {TrialState.COMPLETE: Status.COMPLETED, TrialState.PRUNED: Status.STOPPED, TrialState.FAIL: Status.FAILED}
-
-
 def _counts(trials: list[FrozenTrial]) -> dict[Status, int]:
     """Trials by outcome; designs rejected for the budget cap are ``infeasible``, not ``failed``."""
     def outcome(t: FrozenTrial) -> Status:
-        if "infeasible" in t.user_attrs:
+        if Attrs.INFEASIBLE in t.user_attrs:
             return Status.INFEASIBLE
-        return OUTCOMES.get(t.state, Status.RUNNING)
+        return OUTCOMES.get(t.state.name, Status.RUNNING)
 
     counts = dict.fromkeys(Status, 0)
     for t in trials:
@@ -146,6 +145,33 @@ def _mam(rows: list[Row], points: list[tuple[float, float]], sign: float) -> str
         return f"MAM is on the front ({mam.metric:.4f} at {mam.budget:.3f}%)"
     better = sum(1 for m, b in points if m >= sign * mam.metric and b <= mam.budget and (m, b) != (sign * mam.metric, mam.budget))
     return f"MAM is dominated by {better} design(s) ({mam.metric:.4f} at {mam.budget:.3f}%)"
+
+
+def label(design_json: str) -> str:
+    """A design in a few words, for a plot point or a table row: each modified site as the paper's method it is a
+    size of (``pa_ffn:57``, ``bitfit(attn)``), else by its form, insertion, representation, composition and
+    bottleneck (``ffn: relu sequential ffn_w1 scaled r57``); ``head only`` where no site is modified."""
+    from peft_space import Design
+
+    design = Design.from_json(design_json)
+    parts = [_site_label(site, Design({site: mod}).to_dict()) for site, mod in design.sites.items()]
+    return " + ".join(parts) or "head only"
+
+
+def _site_label(site: str, flat: dict[str, Any]) -> str:
+    from peft_space import PRESETS, Design
+
+    size = flat.get(f"{site}.bottleneck")
+    unsized = {k: v for k, v in flat.items() if k != f"{site}.bottleneck"}
+    for name, declared in sorted(PRESETS.items(), key=lambda item: len(item[1].sites)):  # one-site presets first
+        part = declared.sites.get(site)
+        if part is not None and {k: v for k, v in Design({site: part}).to_dict().items()
+                                 if k != f"{site}.bottleneck"} == unsized:
+            where = f"({site})" if len(declared.sites) > 1 else ""
+            return name + where + (f":{size}" if size is not None else "")
+    words = [str(flat[f"{site}.{dim}"]) for dim in ("form", "insertion", "representation", "composition")
+             if f"{site}.{dim}" in flat]
+    return f"{site}: " + " ".join(words) + (f" r{size}" if size is not None else "")
 
 
 def describe(design_json: str) -> str:

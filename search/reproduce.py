@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from peft_space import DESIGN_FILE, Design, DesignError, FieldError
-from search.records import client
-from search.schema import Params, Status, Tags
+from search.mlflow_runs import client
+from search.schema import Artifacts, Params, Status, Tags
 
 
 def _run(tracking_uri: str, run_id: str) -> Any:
@@ -44,7 +44,7 @@ def recorded_inputs(run: Any) -> dict[str, Any]:
 
 def reproduce(tracking_uri: str, run_id: str, seed: int | None = None) -> tuple[dict[str, float], dict[str, float], str]:
     """Re-train run ``run_id`` (with another ``seed`` if given): (recorded metrics, new metrics, new run id)."""
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, Param, RunStatus, RunTag
 
     import trainers
 
@@ -69,8 +69,21 @@ def reproduce(tracking_uri: str, run_id: str, seed: int | None = None) -> tuple[
     mlflow.log_batch(copy.info.run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()],
                      tags=[RunTag(Tags.STEP_REACHED, str(result.step))])
     mlflow.log_text(copy.info.run_id, design.to_json(), "design.json")
-    mlflow.set_terminated(copy.info.run_id, "FINISHED" if result.status == Status.COMPLETED else "FAILED")
+    ended = RunStatus.FINISHED if result.status == Status.COMPLETED else RunStatus.FAILED
+    mlflow.set_terminated(copy.info.run_id, RunStatus.to_string(ended))
     return recorded, new, copy.info.run_id
+
+
+def _weights_run(mlflow: Any, run: Any) -> str:
+    """The run holding ``run``'s trained weights: itself, or for a confirmation of a front trial the trial's own run
+    (tag ``Tags.WEIGHTS``); otherwise the error names what would have them."""
+    if any(a.path == Artifacts.WEIGHTS for a in mlflow.list_artifacts(run.info.run_id)):
+        return run.info.run_id
+    holder = run.data.tags.get(Tags.WEIGHTS)
+    if holder:
+        return holder
+    raise FieldError("RUN_ID", run.info.run_id, "a run on a search's Pareto front (tag pareto=true), or a "
+                                                "confirmation of one: only those keep trained weights")
 
 
 def export(tracking_uri: str, run_id: str, out: str | Path) -> Path:
@@ -81,12 +94,11 @@ def export(tracking_uri: str, run_id: str, out: str | Path) -> Path:
     from trainers import prepare
 
     mlflow, run = _run(tracking_uri, run_id)
-    if not any(a.path == "modification" for a in mlflow.list_artifacts(run_id)):
-        raise FieldError("RUN_ID", run_id, "a run on a search's Pareto front (only those keep trained weights)")
+    holder = _weights_run(mlflow, run)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as folder:
-        source = Path(mlflow.download_artifacts(run_id, "modification", folder))
+        source = Path(mlflow.download_artifacts(holder, Artifacts.WEIGHTS, folder))
         for file in source.iterdir():
             (out / file.name).write_bytes(file.read_bytes())
     inputs = recorded_inputs(run)

@@ -1,14 +1,17 @@
-"""The MLflow record format of a search: every tag and param name that ``search.records`` writes and the readers
-(``dashboards``, ``search.tabular``, ``search.reproduce``) look up, and the ``Status`` vocabulary they share.
+"""The record format of a search, declared once: every MLflow tag and param name and every Optuna user attribute
+that the writers (``search.searcher``, ``search.records``, ``search.publish``) set and the readers (``dashboards``,
+``search.report``, ``search.tabulate``, ``search.reproduce``, the benchmarks) look up, and the ``Status``
+vocabulary they share.
 
 A search is an MLflow experiment named after it, holding one parent run (tag ``Tags.SEARCH``; params: the spec,
 flattened, with ``Params.METRIC`` and ``Params.HIGHER_IS_BETTER``) and one child run per trial (tag
 ``Tags.TRIAL``; params: the design's flat keys, ``Params.BUDGET``, ``Params.SEED`` and the resolved training
-configuration; metrics: every report at its step)."""
+configuration; metrics: every report at its step). Its Optuna study holds one trial per design asked, with the
+user attributes ``Attrs``."""
 
 from trainers import SE, Status  # SE: the suffix of a metric's standard error ("accuracy_se")
 
-__all__ = ["SE", "Params", "Status", "Tags"]
+__all__ = ["OUTCOMES", "SE", "Artifacts", "Attrs", "Params", "Status", "Tags", "flag"]
 
 
 class Tags:
@@ -18,13 +21,15 @@ class Tags:
     DESIGN_ID = "design_id"  # the design's content hash ("full" for full fine-tuning)
     OPTUNA_TRIAL = "optuna_trial"  # the trial's number in the Optuna study
     PRESET = "preset"  # the paper method it was seeded from, or ""
-    CONFIRMATION = "confirmation"  # "true": a re-training of a front design with another seed
+    CONFIRMATION = "confirmation"  # flag(True): a re-training of a front design with another seed
+    CONFIRMS = "peft_search.confirms"  # a confirmation run: the run id of the trial it re-trains
     STATUS = "status"  # a ``Status`` value
     FIDELITY = "fidelity"  # in words: "full budget", "stopped by ASHA at step 27", ...
     STEP_REACHED = "step_reached"  # the last step it reported
     NODE_ID = "node_id"  # the Ray node it ran on
     ERROR = "error"  # why it failed
-    PARETO = "pareto"  # "true" on the search's front, set when the search ends
+    PARETO = "pareto"  # flag(True) on the search's front, set when the search ends
+    WEIGHTS = "peft_search.weights"  # a front trial's run: the run id holding its trained modification
     REPRODUCES = "peft_search.reproduces"  # a `peft-search reproduce` run: the run id it re-trained
 
 
@@ -33,3 +38,42 @@ class Params:
     SEED = "seed"  # the trial's training seed
     METRIC = "metric"  # the parent run: the task metric the search selects on
     HIGHER_IS_BETTER = "higher_is_better"  # the parent run: "True" or "False"
+
+
+class Artifacts:
+    WEIGHTS = "modification"  # a front trial's run: its trained modification (peft_space.save's files)
+    FRONT = "pareto"  # the parent run: the front's tables and plots
+
+
+class Attrs:
+    """Optuna user attributes: of the study (``TARGET``) and of its trials (the rest)."""
+
+    TARGET = "trials"  # the study: how many designs to train (set by the runner, raised by a resume)
+    RAY_TRIAL_ID = "ray_trial_id"  # the Ray trial that trains it
+    DESIGN_ID = "design_id"  # as Tags.DESIGN_ID
+    DESIGN = "design"  # the design as JSON
+    BUDGET = "budget"  # % of the pretrained model (also the study's second objective)
+    PRESET = "preset"  # the paper method it was seeded from
+    SEED = "seed"  # a grid case's training seed
+    CASE = "case"  # a grid case's index in the grid
+    INFEASIBLE = "infeasible"  # never trained: why (over the budget cap, or the model cannot take it)
+    INTERRUPTED = "interrupted"  # failed because the driver stopped while it ran
+    RERUN_OF = "rerun_of"  # added for an interrupted trial that Ray ran again after a resume: its number
+    RETRIED = "retried"  # Ray gave up on it (its node died); its design was asked again
+    RETRY_OF = "retry_of"  # that new trial: the number of the one Ray gave up on
+    STEP = "step"  # the last step it reported
+    LAST_METRIC = "last_metric"  # the validation metric at that step
+    METRIC_SE = "metric_se"  # its standard error
+    TEST = "test"  # the test split's metric (reported, never selected on)
+    TEST_SE = "test_se"
+    ERROR = "error"  # why it failed
+    STOPPED = "stopped"  # in words: where the scheduler stopped it
+
+
+OUTCOMES = {"COMPLETE": Status.COMPLETED, "PRUNED": Status.STOPPED, "FAIL": Status.FAILED}
+"""How an ended Optuna trial (by ``TrialState`` name) reads as a ``Status``: ASHA-stopped trials are Optuna's PRUNED."""
+
+
+def flag(value: bool) -> str:
+    """A yes/no tag's value (``Tags.CONFIRMATION``, ``Tags.PARETO``): "true" or "false"."""
+    return str(bool(value)).lower()

@@ -1,7 +1,7 @@
-"""Optuna as Ray Tune's searcher, with the three things Ray's ``OptunaSearch`` does not do for us.
+"""Optuna as Ray Tune's searcher, with what Ray's ``OptunaSearch`` does not do for us.
 
 1. **Budget cap.** A sampled design over the cap (or one the architecture cannot take) is never trained: it
-   is told to Optuna as ``FAIL`` with the reason in the ``infeasible`` user attribute, and the next design is
+   is told to Optuna as ``FAIL`` with the reason in the ``infeasible`` user attribute (``search.schema.Attrs``), and the next design is
    asked for. Ray's ``num_samples`` therefore counts trained designs only.
 2. **ASHA-stopped trials are pruned, not complete.** Ray hands a trial stopped by the scheduler to the searcher
    exactly like a finished one. A trial whose last result did not reach ``total_steps`` is told ``PRUNED``
@@ -23,11 +23,9 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import pickle
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -35,14 +33,15 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from peft_space import Design, DesignError
-from search.schema import Status
+from search.schema import Attrs, Status
 from search.space import Space, params_of, suggest
+from search.stores import open_study
+from search.trial_config import suggestion
 from trainers import SE
 
 log = logging.getLogger(__name__)
 
-BUDGET = "budget"  # the second objective: analytic % of the pretrained model, head excluded
-TARGET = "trials"  # study user attribute: how many designs to train (set by the runner, raised by a resume)
+BUDGET = Attrs.BUDGET  # the second objective: analytic % of the pretrained model, head excluded
 MAX_REJECTIONS = 1000  # consecutive infeasible designs before the cap is declared unreachable
 
 
@@ -62,7 +61,7 @@ class DesignSearcher(Searcher):
         self.cases = list(cases)  # a grid's (design, seed) cases, enqueued one at a time by ``_enqueue_case``
         if not self.study.trials:  # a new study: the paper's methods first
             for name, design in (points or {}).items():
-                self.study.enqueue_trial(params_of(design, space), user_attrs={"preset": name})
+                self.study.enqueue_trial(params_of(design, space), user_attrs={Attrs.PRESET: name})
         self._fail_interrupted()  # a study a dead driver left behind (before Ray saved any state)
 
     @property
@@ -76,7 +75,7 @@ class DesignSearcher(Searcher):
 
     # -- Ray's Searcher interface --------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        if len(self._handed_out()) >= self.study.user_attrs.get(TARGET, float("inf")):
+        if len(self._handed_out()) >= self.study.user_attrs.get(Attrs.TARGET, float("inf")):
             return Searcher.FINISHED
         for _ in range(MAX_REJECTIONS):
             self._enqueue_case()
@@ -91,13 +90,12 @@ class DesignSearcher(Searcher):
             if budget > self.cap:
                 self._reject(trial, f"budget {budget:.4f}% is over the cap {self.cap}%")
                 continue
-            for key, value in {"design_id": design.id, "design": design.to_json(), BUDGET: budget,
-                               "ray_trial_id": trial_id}.items():
+            for key, value in {Attrs.DESIGN_ID: design.id, Attrs.DESIGN: design.to_json(), Attrs.BUDGET: budget,
+                               Attrs.RAY_TRIAL_ID: trial_id}.items():
                 trial.set_user_attr(key, value)
             self.trials[trial_id], self._live[trial_id] = trial.number, trial
-            preset = trial.user_attrs.get("preset", "")
-            seed = {"seed": trial.user_attrs["seed"]} if "seed" in trial.user_attrs else {}  # a grid's case
-            return {"design": design.to_dict(), BUDGET: budget, "optuna_trial": trial.number, "preset": preset, **seed}
+            return suggestion(design, budget, optuna_trial=trial.number, preset=trial.user_attrs.get(Attrs.PRESET, ""),
+                              seed=trial.user_attrs.get(Attrs.SEED))  # a grid case's seed
         raise DesignError("budget_cap", self.cap, f"a cap some design of the space meets ({MAX_REJECTIONS} sampled "
                                                    "designs in a row were over it or did not fit the model)")
 
@@ -107,30 +105,30 @@ class DesignSearcher(Searcher):
         if not self.cases:
             return
         rerun = set(self.trials.values())
-        covered = {t.user_attrs["case"] for t in self.study.get_trials(deepcopy=False) if "case" in t.user_attrs
-                   and ("interrupted" not in t.user_attrs or t.number in rerun or "rerun_of" in t.user_attrs)}
+        covered = {t.user_attrs[Attrs.CASE] for t in self.study.get_trials(deepcopy=False) if Attrs.CASE in t.user_attrs
+                   and (Attrs.INTERRUPTED not in t.user_attrs or t.number in rerun or Attrs.RERUN_OF in t.user_attrs)}
         k = next((k for k in range(len(self.cases)) if k not in covered), None)
         if k is not None:
             design, seed = self.cases[k]
-            self.study.enqueue_trial(params_of(design, self.space), user_attrs={"seed": seed, "case": k})
+            self.study.enqueue_trial(params_of(design, self.space), user_attrs={Attrs.SEED: seed, Attrs.CASE: k})
 
     def _reseed(self) -> None:
         """A fresh sampler seeded by the count of the study's trials (those a dead driver left unfinished
         aside): the designs drawn depend only on the seed and the study, not on this process's history, so a
         resumed search draws what the uninterrupted one would have."""
-        asked = sum(1 for t in self.study.get_trials(deepcopy=False) if "interrupted" not in t.user_attrs)
+        asked = sum(1 for t in self.study.get_trials(deepcopy=False) if Attrs.INTERRUPTED not in t.user_attrs)
         self.study.sampler = self.sampler(self.seed + asked)
 
     def _handed_out(self) -> set[str]:
         """Ray trials that count towards the target: those that finished (a dead driver's included) and those
         this driver runs or will re-run. A trial interrupted with a dead driver and unknown to Ray does not count."""
-        finished = {t.user_attrs["ray_trial_id"] for t in self.study.get_trials(deepcopy=False)
-                    if "ray_trial_id" in t.user_attrs and t.state != TrialState.RUNNING
-                    and "interrupted" not in t.user_attrs and "retried" not in t.user_attrs}
+        finished = {t.user_attrs[Attrs.RAY_TRIAL_ID] for t in self.study.get_trials(deepcopy=False)
+                    if Attrs.RAY_TRIAL_ID in t.user_attrs and t.state != TrialState.RUNNING
+                    and Attrs.INTERRUPTED not in t.user_attrs and Attrs.RETRIED not in t.user_attrs}
         return finished | set(self.trials)
 
     def _reject(self, trial: optuna.Trial, reason: str) -> None:
-        trial.set_user_attr("infeasible", reason)
+        trial.set_user_attr(Attrs.INFEASIBLE, reason)
         self.study.tell(trial, state=TrialState.FAIL)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
@@ -142,23 +140,23 @@ class DesignSearcher(Searcher):
         if live is not None:
             for key, value in attrs.items():
                 live.set_user_attr(key, value)
-            if error and "retry_of" not in live.user_attrs:
+            if error and Attrs.RETRY_OF not in live.user_attrs:
                 self._retry(live, trial_id)
             self.study.tell(live, values, state=state)
             return
         frozen = self.study.trials[number]  # asked before a restore: failed then, or already told
-        if frozen.user_attrs.get("interrupted") and not any(
-                t.user_attrs.get("rerun_of") == number for t in self.study.trials):
+        if frozen.user_attrs.get(Attrs.INTERRUPTED) and not any(
+                t.user_attrs.get(Attrs.RERUN_OF) == number for t in self.study.trials):
             # failed when the driver died, re-run by Ray after the restore: recorded once, as a new trial
             self.study.add_trial(optuna.trial.create_trial(
                 state=state, values=values, params=frozen.params, distributions=frozen.distributions,
-                user_attrs={**frozen.user_attrs, **attrs, "rerun_of": number}))
+                user_attrs={**frozen.user_attrs, **attrs, Attrs.RERUN_OF: number}))
 
     def _retry(self, trial: optuna.Trial, trial_id: str) -> None:
-        trial.set_user_attr("retried", True)
+        trial.set_user_attr(Attrs.RETRIED, True)
         self.trials.pop(trial_id)  # off the target's count: the retry takes its place
-        kept = {k: v for k, v in trial.user_attrs.items() if k in ("preset", "seed", "case")}
-        self.study.enqueue_trial(trial.params, user_attrs={**kept, "retry_of": trial.number})
+        kept = {k: v for k, v in trial.user_attrs.items() if k in (Attrs.PRESET, Attrs.SEED, Attrs.CASE)}
+        self.study.enqueue_trial(trial.params, user_attrs={**kept, Attrs.RETRY_OF: trial.number})
 
     # -- checkpointing (Ray calls these with its experiment state) -----------------------------------------
     def save(self, checkpoint_path: str) -> None:
@@ -175,54 +173,19 @@ class DesignSearcher(Searcher):
         """Trials left RUNNING by a driver that stopped are failed, with the reason; Ray re-runs them."""
         for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             live = optuna.Trial(self.study, frozen._trial_id)  # noqa: SLF001 - Optuna has no public by-number handle
-            live.set_user_attr("interrupted", "the search driver stopped while this trial ran")
+            live.set_user_attr(Attrs.INTERRUPTED, "the search driver stopped while this trial ran")
             self.study.tell(live, state=TrialState.FAIL)
-
-
-JOURNAL = "journal:///"
-
-
-def open_study(name: str, storage: str, mode: str, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
-    """The search's study (created on first use): maximise or minimise the task metric, minimise the budget."""
-    directions = ["maximize" if mode == "max" else "minimize", "minimize"]
-    return optuna.create_study(study_name=name, storage=open_storage(storage), sampler=sampler, directions=directions,
-                               load_if_exists=True)
-
-
-def open_storage(url: str | optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
-    """An Optuna storage from a URL: SQLAlchemy URLs (``sqlite:///``, ``postgresql://``) through Optuna's
-    ``get_storage``, and ``journal:///path.log`` as Optuna's journal file storage (append-only, file-locked: several
-    drivers may share it, and it is cheaper per trial than SQLite). A storage object (an in-memory one for replays
-    that need no resume) is used as it is.
-
-    One storage per URL in a process: a driver opens its study several times (the target, the searcher, the
-    summary), and each SQLAlchemy storage keeps its own connection pool until it is garbage collected."""
-    if isinstance(url, optuna.storages.BaseStorage):
-        return url
-    return _storage(url)
-
-
-@functools.cache
-def _storage(url: str) -> optuna.storages.BaseStorage:
-    if url.startswith(JOURNAL):
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
-
-        path = Path(url.removeprefix(JOURNAL))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
-    return optuna.storages.get_storage(url)
 
 
 def outcome(result: dict[str, Any] | None, error: bool, metric: str) -> tuple[TrialState, list[float] | None, dict]:
     """How a Ray trial's last result reads to Optuna: complete at full budget, pruned if stopped early, else failed."""
     if error or not result or result.get("status") == Status.FAILED or metric not in result:
-        return TrialState.FAIL, None, {"error": (result or {}).get("error") or "the trial raised (see Ray's log)"}
+        return TrialState.FAIL, None, {Attrs.ERROR: (result or {}).get("error") or "the trial raised (see Ray's log)"}
     step, total = int(result.get("step", 0)), int(result.get("total_steps", 0))
-    attrs = {"step": step, "last_metric": float(result[metric])}
-    for key, attr in ((metric + SE, "metric_se"), (f"test_{metric}", "test"), (f"test_{metric}{SE}", "test_se")):
+    attrs = {Attrs.STEP: step, Attrs.LAST_METRIC: float(result[metric])}
+    for key, attr in ((metric + SE, Attrs.METRIC_SE), (f"test_{metric}", Attrs.TEST), (f"test_{metric}{SE}", Attrs.TEST_SE)):
         if key in result:  # standard errors, and the test split's metric (reported, never selected on)
             attrs[attr] = float(result[key])
     if step < total:
-        return TrialState.PRUNED, None, {**attrs, "stopped": f"stopped by ASHA at step {step} of {total}"}
+        return TrialState.PRUNED, None, {**attrs, Attrs.STOPPED: f"stopped by ASHA at step {step} of {total}"}
     return TrialState.COMPLETE, [float(result[metric]), float(result[BUDGET])], attrs

@@ -18,6 +18,8 @@ one line each, naming the field, the value and what is allowed::
 from __future__ import annotations
 
 import importlib
+import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
@@ -29,11 +31,9 @@ import yaml
 import peft_space
 import trainers
 from peft_space import DIMENSIONS, Categorical, FieldError, Float, Integer
+from search.implementations import SAMPLERS, SCHEDULERS, TRAINERS
 
 DEFAULT = Path(__file__).parent / "specs" / "default.yaml"  # the embedded default: `peft-search run` with no spec
-SAMPLERS = ("tpe", "nsga2", "random", "gp", "grid")
-TRAINERS = ("train", "synthetic", "tabular")
-SCHEDULERS = ("asha", "pareto_asha", "none")
 
 
 class SpecError(ValueError):
@@ -71,30 +71,37 @@ def _integer(value: Any) -> bool:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float (NaN and infinity pass no bound honestly: ``nan >= 0`` is False, ``inf > 0`` True)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _percent(value: Any) -> float | None:
     """'1%', '0.5 %', 1 or 1.0 -> 1.0 (percent); anything else -> None."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
     if isinstance(value, str):
         try:
-            return float(value.strip().removesuffix("%").strip())
+            value = float(value.strip().removesuffix("%").strip())
         except ValueError:
             return None
-    return None
+    return float(value) if _number(value) else None
 
 
 def _text(value: Any) -> bool:
     return isinstance(value, str) and value != ""
 
 
-POSITIVE = rule(lambda v: _integer(v) and v >= 1, "a positive integer")
-COUNT = rule(lambda v: _integer(v) and v >= 0, "an integer ≥ 0")
+def integer(low: int, high: int) -> Rule:
+    """An integer in [low, high]."""
+    return rule(lambda v: _integer(v) and low <= v <= high, f"an integer in [{low:,}, {high:,}]")
+
+
+SEED = integer(0, 2**32 - 1)  # numpy's seeds; a trial's seed is the spec's plus its rank
 TEXT = rule(_text, "a non-empty string")
+# A search's name becomes a file, an Optuna study, an MLflow experiment and a Ray folder: a safe set of characters.
+NAME = rule(lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", v) is not None
+            and ".." not in v, "1 to 100 letters, digits, '_', '-' or '.', starting with a letter or digit "
+                               "(no '..', no '/')")
 TEXT_OR_NULL = rule(lambda v: v is None or _text(v), "a non-empty string or null")
 
 
@@ -259,8 +266,8 @@ def _train(name: str, value: Any) -> dict[str, Any]:
 PERCENT = rule(lambda v: (p := _percent(v)) is not None and 0 < p <= 100, "a percentage in (0, 100], e.g. '1%'",
                _percent)
 SECONDS = rule(lambda v: _number(v) and v >= 0, "a number of seconds ≥ 0", float)
-ASHA = keyed(grace_period=POSITIVE, reduction_factor=rule(lambda v: _integer(v) and v >= 2, "an integer ≥ 2"),
-             max_steps=POSITIVE)
+STEPS = integer(1, 1_000_000_000)
+ASHA = keyed(grace_period=STEPS, reduction_factor=integer(2, 1000), max_steps=STEPS)
 # As Ray: a fraction of a GPU packs trials onto one; more than one GPU comes whole.
 RESOURCES = keyed(cpu=rule(lambda v: _number(v) and v > 0, "a number of CPUs > 0 (fractions allowed)"),
                   gpu=rule(lambda v: _number(v) and (0 <= v <= 1 or (v > 1 and float(v).is_integer())),
@@ -270,9 +277,10 @@ RESOURCES = keyed(cpu=rule(lambda v: _number(v) and v > 0, "a number of CPUs > 0
 @dataclass(frozen=True)
 class Spec:
     name: str = spec_field("default", "search name: the Optuna study, the MLflow experiment, Ray's folder", flag=True,
-                           check=TEXT)
+                           check=NAME)
     task: str = spec_field("sst2", "task", flag=True, choices=lambda: list(trainers.TASKS))
-    model: str = spec_field("minilm", "base model: 'minilm' (shipped) or a transformers name or path", flag=True,
+    model: str = spec_field(trainers.DEFAULT_MODEL, f"base model: '{trainers.DEFAULT_MODEL}' (shipped) or a transformers "
+                                                    "name or path", flag=True,
                             check=TEXT)
     sites: tuple[str, ...] = spec_field(("attn", "ffn"), "sites a design may modify", choices=lambda: list(peft_space.SITES))
     values: Mapping[str, tuple[Any, ...]] = spec_field(
@@ -294,7 +302,7 @@ class Spec:
                                    check=PERCENT)
     sampler: str = spec_field("tpe", "Optuna sampler (grid: every design of a menu space, `seeds` times)", flag=True,
                               choices=SAMPLERS)
-    seeds: int = spec_field(1, "grid: each design is trained with seeds seed, seed+1, ...", check=POSITIVE)
+    seeds: int = spec_field(1, "grid: each design is trained with seeds seed, seed+1, ...", check=integer(1, 1000))
     scheduler: str = spec_field("asha", "early stopping: asha (one metric), pareto_asha (metric and budget), none "
                                         "(every trial to asha.max_steps)", flag=True, choices=SCHEDULERS)
     asha: Mapping[str, int] = spec_field(
@@ -303,8 +311,9 @@ class Spec:
     asha_metric: str | None = spec_field(None, "what the scheduler compares at its rungs: the task's metric (default) "
                                                "or loss, which separates designs earlier", check=TEXT_OR_NULL)
     trials: int = spec_field(20, "designs to train (designs over the budget cap do not count)", flag=True,
-                             check=POSITIVE)
-    concurrency: int = spec_field(1, "trials at once", flag=True, check=POSITIVE)
+                             check=integer(1, 1_000_000))
+    concurrency: int = spec_field(1, "trials at once (Ray runs as many as the cluster's resources allow)", flag=True,
+                                  check=integer(1, 10_000))
     resources: Mapping[str, float] = spec_field(
         factory=lambda: {"cpu": 1, "gpu": 0}, help="per trial: cpu, gpu (a fraction packs trials onto one GPU)", check=RESOURCES)
     storage: str = spec_field("sqlite:///peft-search/optuna.db", "Optuna storage URL: sqlite:///…, postgresql://user@host/db "
@@ -319,11 +328,12 @@ class Spec:
                                                "Ray", flag="address", check=TEXT_OR_NULL)
     root: str = spec_field("peft-search", "folder of Ray's experiment state and the saved spec", flag=True,
                            check=TEXT)
-    seed: int = spec_field(0, "sampler and training seed", flag=True, check=COUNT)
+    seed: int = spec_field(0, "sampler and training seed", flag=True, check=SEED)
     confirm_seeds: int = spec_field(0, "re-train the front's designs with this many more seeds; report the median",
-                                    flag=True, check=COUNT)
+                                    flag=True, check=integer(0, 100))
     train: Mapping[str, Any] = spec_field(
-        factory=dict, help="training overrides, e.g. {lr: 1e-3, train_examples: 2000} (steps: asha.max_steps)", check=_train)
+        factory=dict, help="training overrides, e.g. {lr: 1e-3, train_examples: 2000}: the keys below, each by "
+                           "default the task's recipe, else the value shown (steps: asha.max_steps)", check=_train)
     data_dir: str | None = spec_field(None, "the task's local files (default: $PEFT_SEARCH_DATA, shared/data)", check=TEXT_OR_NULL)
     trainer: str = spec_field("train", "train; synthetic (a closed-form learning curve: a dry run of the whole stack "
                                        "in seconds); tabular (replays the curves recorded in `table`)", flag=True,
@@ -350,6 +360,21 @@ class Spec:
     @property
     def task_def(self) -> trainers.Task:
         return trainers.TASKS[self.task]
+
+    @property
+    def saved_path(self) -> Path:
+        """Where the spec is saved as run: ``resume``, ``pareto`` and the tabular benchmark read it back."""
+        return saved_path(self.root, self.name)
+
+    @property
+    def experiment_dir(self) -> Path:
+        """Ray's experiment folders: the search's, and its grids' (``{name}-confirm``, ...)."""
+        return (Path(self.root) / "ray").resolve()
+
+    @property
+    def artifacts(self) -> Path:
+        """MLflow's artifacts and the records' journal, beside the stores (not in the working directory)."""
+        return Path(self.root) / "artifacts"
 
     @property
     def mode(self) -> str:
@@ -398,9 +423,31 @@ def describe() -> str:
     lines = []
     for declared in fields(Spec):
         default = declared.default_factory() if declared.default_factory is not MISSING else declared.default
-        text = yaml.safe_dump(_plain(default), default_flow_style=True, width=1_000, sort_keys=False).strip().removesuffix("\n...")
-        lines.append(f"{declared.name}: {text}  # {field_help(declared)}")
+        lines.append(f"{declared.name}: {_yaml(default)}  # {field_help(declared)}")
+        if declared.name == "train":  # its keys: the trainer's hyper-parameters, each with its declaration
+            lines += [f"  train.{h.name}: {_yaml(h.default)}  # {h.help}; allowed: {h.allowed}"
+                      for h in trainers.hyperparameters() if h.name != "steps"]
     return "\n".join(lines)
+
+
+def _yaml(value: Any) -> str:
+    """A value as one line of YAML's flow style."""
+    return yaml.safe_dump(_plain(value), default_flow_style=True, width=1_000, sort_keys=False).strip().removesuffix("\n...")
+
+
+def saved_path(root: str | Path, name: str) -> Path:
+    """The saved spec of the search ``name`` started under ``root``."""
+    return Path(root) / "specs" / f"{name}.yaml"
+
+
+def saved_spec(root: str | Path, name: str) -> Spec:
+    """The spec a search ``name`` was started with (``peft-search resume``/``pareto``), or an error naming the
+    searches started under ``root``."""
+    saved = saved_path(root, name)
+    if not saved.is_file():
+        known = sorted(p.stem for p in saved.parent.glob("*.yaml")) if saved.parent.is_dir() else []
+        raise FieldError("NAME", name, f"a search started under {root}: " + (", ".join(known) or "none yet"))
+    return load(saved)
 
 
 def declared_ranges() -> dict[str, tuple[float, float]]:
@@ -520,7 +567,7 @@ CROSS_FIELD: tuple[Callable[[Mapping[str, Any]], list[FieldError]], ...] = (
 
 def asha_metrics(task: trainers.Task) -> tuple[str, ...]:
     """Validation metrics every evaluation reports: the task's own, and its loss (perplexity for generation)."""
-    return tuple(dict.fromkeys((task.validation_metric, "loss" if task.kind == "classification" else "perplexity")))
+    return tuple(dict.fromkeys((task.validation_metric, task.loss_metric)))
 
 
 def import_plugins(modules: Any) -> None:

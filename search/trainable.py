@@ -1,7 +1,7 @@
 """The Ray Tune trainables: one trial trains one design and reports after every evaluation.
 
-A trial's config is the searcher's suggestion (``design``, ``budget``, ``optuna_trial``) merged with the
-search's constants (``task``, ``model``, ``seed``, ``data_dir``, ``train``, ``plugins``). Intermediate reports
+A trial's config (the searcher's suggestion or a grid's case with the search's constants) is read by
+``search.trial_config.read``: the design, its budget and seed, the training configuration. Intermediate reports
 carry ``step`` (ASHA's time attribute) and ``total_steps``; the last report, after training, carries the
 final validation and test metrics and ``status``. A trial that diverges or raises (out of memory, a broken
 plugin) reports ``status=Status.FAILED`` with the reason instead of raising: it is recorded as failed and not
@@ -33,19 +33,18 @@ from ray import tune
 from ray.tune import Checkpoint
 
 import trainers
-from peft_space import Design
 from search import tabular
 from search.schema import Status
-from search.spec import import_plugins
-from trainers import FULL, SE
+from search.trial_config import TrialConfig, read
+from trainers import SE
 
 
 def train_design(config: dict[str, Any]) -> None:
-    """Train ``config["design"]`` with ``trainers.train`` (the base model stays loaded in a reused actor)."""
+    """Train the trial's design with ``trainers.train`` (the base model stays loaded in a reused actor)."""
     hide_unassigned_gpus()
-    config, design = _start(config)
-    total = int(config["train"]["steps"])
-    common = _common(config, design, total)
+    trial = read(config)
+    total = trial.steps
+    common = _common(trial)
     resolved: dict[str, Any] = {}  # hyper-parameters, data source, threads, versions: sent with the first report
 
     reached, start = [0], time.perf_counter()
@@ -59,10 +58,10 @@ def train_design(config: dict[str, Any]) -> None:
 
     with tempfile.TemporaryDirectory() as weights:
         try:
-            result = trainers.train(config["task"], design, model=config["model"], seed=config["seed"],
-                                    data_dir=config.get("data_dir"), report=report, progress=False, save_dir=weights,
+            result = trainers.train(trial.task, trial.design, model=trial.model, seed=trial.seed,
+                                    data_dir=trial.data_dir, report=report, progress=False, save_dir=weights,
                                     on_start=lambda values: resolved.update({k: v for k, v in values.items() if k != "design"}),
-                                    **config["train"])
+                                    **trial.train)
         except Exception as err:  # out of memory, a broken plugin...: this trial fails with the reason, the search goes on
             tune.report({**common, "step": reached[0], "status": Status.FAILED, "error": f"{type(err).__name__}: {err}",
                          "resolved": dict(resolved)})
@@ -88,17 +87,15 @@ def synthetic(config: dict[str, Any]) -> None:
     """A learning curve that rises with the design's budget, with a per-design offset; no model, no data.
 
     ``synthetic_delay`` seconds pass before each report."""
-    config, design = _start(config)
-    task = trainers.TASKS[config["task"]]
-    total = int(config["train"]["steps"])
-    every = int(config["train"].get("eval_every") or max(1, total // 5))
-    delay = float(config.get("synthetic_delay", 0.0))
-    budget = float(config["budget"])
-    offset = int(hashlib.sha1(f"{design_id(design)}-{config['seed']}".encode()).hexdigest()[:8], 16) / 16**8 - 0.5
-    final = 0.55 + 0.3 * (1 - math.exp(-4 * budget)) + 0.1 * offset
-    common = _common(config, design, total)
+    trial = read(config)
+    task = trainers.TASKS[trial.task]
+    total = trial.steps
+    every = int(trial.train.get("eval_every") or max(1, total // 5))
+    offset = int(hashlib.sha1(f"{trial.design_id}-{trial.seed}".encode()).hexdigest()[:8], 16) / 16**8 - 0.5
+    final = 0.55 + 0.3 * (1 - math.exp(-4 * trial.budget)) + 0.1 * offset
+    common = _common(trial)
     for step in (*range(every, total, every), total):
-        time.sleep(delay)
+        time.sleep(trial.synthetic_delay)
         metric = 0.5 + (final - 0.5) * (1 - math.exp(-3 * step / total))
         tune.report({task.validation_metric: metric, "loss": 1.0 - metric, **common, "step": step,
                      "status": Status.COMPLETED if step == total else Status.RUNNING})
@@ -106,15 +103,15 @@ def synthetic(config: dict[str, Any]) -> None:
 
 def replay_table(config: dict[str, Any]) -> None:
     """The table's recorded curve for this design and seed (``tabular.replica``), reported evaluation by evaluation."""
-    config, design = _start(config)
-    task = trainers.TASKS[config["task"]]
-    total = int(config["train"]["steps"])
-    common = _common(config, design, total)
-    curve = tabular.curve(tabular.load(config["table"]), design_id(design), config["seed"])
+    trial = read(config)
+    task = trainers.TASKS[trial.task]
+    total = trial.steps
+    common = _common(trial)
+    curve = tabular.curve(tabular.load(trial.table), trial.design_id, trial.seed)
     if curve.empty or int(curve["step"].max()) != total:
         steps = sorted(set(curve["step"])) if not curve.empty else []
         tune.report({**common, "step": 0, "status": Status.FAILED,
-                     "error": f"design {design_id(design)} is not in the table {config['table']} with {total} steps "
+                     "error": f"design {trial.design_id} is not in the table {trial.table} with {total} steps "
                               f"(recorded steps: {steps or 'none'})"})
         return
     for row in curve.itertuples():
@@ -126,26 +123,7 @@ def replay_table(config: dict[str, Any]) -> None:
                      "status": Status.COMPLETED if last else Status.RUNNING})
 
 
-def _start(config: dict[str, Any]) -> tuple[dict[str, Any], Design | None]:
-    """The trial's config unfolded and its design, once the user's plugins have registered their values."""
-    config = unfold(config)
-    import_plugins(config.get("plugins", ()))
-    return config, Design.from_dict(config["design"]) if config["design"] is not None else None
-
-
-def design_id(design: Design | None) -> str:
-    return design.id if design is not None else FULL
-
-
-def _common(config: dict[str, Any], design: Design | None, total: int) -> dict[str, Any]:
+def _common(trial: TrialConfig) -> dict[str, Any]:
     """What every report of a trial carries (``node_id``: which Ray node ran it)."""
-    return {"budget": config["budget"], "design_id": design_id(design), "total_steps": total,
+    return {"budget": trial.budget, "design_id": trial.design_id, "total_steps": trial.steps,
             "node_id": ray.get_runtime_context().get_node_id()}
-
-
-def unfold(config: dict[str, Any]) -> dict[str, Any]:
-    """A confirmation run grids over ``case`` = {design, budget, seed, ...}: lift it to the top level."""
-    return {**config, **config.get("case", {})}
-
-
-TRAINABLES = {"train": train_design, "synthetic": synthetic, "tabular": replay_table}

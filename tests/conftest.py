@@ -1,6 +1,5 @@
 import os
 import secrets
-import sys
 import tempfile
 from pathlib import Path
 
@@ -10,8 +9,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 # Ray 2.60 authenticates nodes and drivers by token and reads the mode when it is imported: one token for the
 # whole session, set before any test module imports ray.
@@ -57,8 +54,7 @@ def layers_dimension(scratch_registries):
 def cluster(tmp_path_factory):
     """One real two-node Ray cluster on 127.0.0.1 (a head and a worker, 1 CPU each), shared by every test
     that runs a search; nodes, this driver and the CLI drivers the tests start share the session's token."""
-    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-    from soak import Cluster  # the soak benchmark's cluster
+    from peft_search.testing import Cluster
 
     env = {"PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     cluster = Cluster(tmp_path_factory.mktemp("ray"), cpus=1, env=env)

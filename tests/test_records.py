@@ -1,7 +1,7 @@
 """What a search leaves in MLflow, read back: records, plots, dashboards, reproduction, export and the UI.
 
-One real search (``peft-search run --smoke``: MiniLM on the shipped SST-2, 4 trials of 4 steps) on the shared
-two-node Ray cluster feeds every test here."""
+One real search (``peft-search run --smoke --set confirm_seeds=1``: MiniLM on the shipped SST-2, 4 trials of 4
+steps, the front re-trained with one more seed) on the shared two-node Ray cluster feeds every test here."""
 
 import json
 import os
@@ -29,15 +29,18 @@ NAME = "default-smoke"
 def smoke(tmp_path_factory, ray_cluster):
     root = tmp_path_factory.mktemp("smoke")
     tracking = f"sqlite:///{root}/mlflow.db"
-    out = subprocess.run([*CLI, "run", "--smoke", "--address", ray_cluster, "--verbose", "0", "--root", str(root),
+    out = subprocess.run([*CLI, "run", "--smoke", "--set", "confirm_seeds=1", "--address", ray_cluster, "--verbose", "0",
+                          "--root", str(root),
                           "--storage", f"sqlite:///{root}/optuna.db", "--tracking-uri", tracking],
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"})  # no folds
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     client = MlflowClient(tracking)
     experiment = client.get_experiment_by_name(NAME).experiment_id
     runs = client.search_runs([experiment], filter_string="tags.ray_trial_id != ''")
     parent = client.search_runs([experiment], filter_string=f"tags.`peft_search.search` = '{NAME}'")[0]
-    return {"root": root, "tracking": tracking, "client": client, "runs": runs, "parent": parent, "stdout": out.stdout}
+    confirmations = [r for r in runs if r.data.tags["confirmation"] == "true"]
+    return {"root": root, "tracking": tracking, "client": client, "parent": parent, "stdout": out.stdout,
+            "runs": [r for r in runs if r not in confirmations], "confirmations": confirmations}
 
 
 def test_the_smoke_profile_prints_the_front_and_pareto_reads_it_back(smoke):
@@ -83,16 +86,44 @@ def test_the_parent_run_carries_a_self_contained_pareto_plot_and_the_front(smoke
     assert smoke["parent"].data.metrics["hypervolume"] == pytest.approx(summary["hypervolume"])
 
 
+def test_confirmation_runs_are_named_and_linked_to_the_trial_they_confirm(smoke):
+    by_id = {r.info.run_id: r for r in smoke["runs"]}
+    front = [r for r in smoke["runs"] if r.data.tags["pareto"] == "true"]
+    assert front and len(smoke["confirmations"]) == len(front)  # confirm_seeds=1: one more seed per front trial
+    for confirmation in smoke["confirmations"]:
+        original = by_id[confirmation.data.tags["peft_search.confirms"]]
+        seed = confirmation.data.params["seed"]
+        assert seed != original.data.params["seed"]
+        assert confirmation.info.run_name == f"{original.info.run_name}-confirm-seed{seed}"
+        assert original.info.run_name in confirmation.data.tags["mlflow.note.content"]
+        assert confirmation.data.tags["optuna_trial"] == original.data.tags["optuna_trial"]
+    names = [r.info.run_name for r in [*smoke["runs"], *smoke["confirmations"]]]
+    assert len(set(names)) == len(names)
+
+
+def _seconds(run) -> float:
+    return (run.info.end_time - run.info.start_time) / 1000
+
+
+def test_a_run_lasts_from_its_trial_s_start_to_its_end(smoke):
+    """MLflow's Duration is end − start: the run starts when Ray starts the trial (before its model loads), not
+    when the record is written, and ends when the trial ends."""
+    for run in (r for r in [*smoke["runs"], *smoke["confirmations"]] if r.data.tags["status"] == "completed"):
+        trained = run.data.metrics["seconds"]  # the trainable's wall time, model loading included
+        assert trained - 0.05 <= _seconds(run) <= trained + 30, (run.info.run_name, trained, _seconds(run))
+
+
 def test_dashboards_rebuild_the_front_and_table_6_from_mlflow_alone(smoke):
-    frame = dashboards.trials(smoke["tracking"], NAME)
-    assert len(frame) == 4 and frame.attrs["metric"] == "accuracy"
+    full = dashboards.trials(smoke["tracking"], NAME)
+    frame = full[~full.confirmation]
+    assert len(frame) == 4 and len(full) == 4 + len(smoke["confirmations"]) and full.attrs["metric"] == "accuracy"
     recorded = {r.info.run_id: r.data.metrics.get("test_accuracy") for r in smoke["runs"]}  # final reports only
     completed = frame[frame.status == "completed"]
     assert list(completed.test) == [recorded[run] for run in completed.run_id] and frame.test.notna().sum() == len(completed)
     assert (0 < completed.test_se).all() and (completed.test_se < 0.2).all()  # 32 test sentences: se ≤ 0.09
-    rebuilt = set(dashboards.front(frame).run_id)
+    rebuilt = set(dashboards.front(full).run_id)  # confirmed trials at their median over seeds, as the search chose
     assert rebuilt == {r.info.run_id for r in smoke["runs"] if r.data.tags["pareto"] == "true"}
-    table = dashboards.table6(frame)
+    table = dashboards.table6(full)
     assert list(table.columns) == ["method", "params_pct", "metric", "runs", "on_front"]
     assert table.params_pct.is_monotonic_increasing and table.on_front.any()
     both = dashboards.compare(smoke["tracking"], [NAME, NAME])
@@ -134,6 +165,12 @@ def test_export_writes_weights_that_score_the_recorded_metric(smoke, tmp_path):
         done = subprocess.run([*CLI, "export", run.info.run_id, str(out), "--tracking-uri", smoke["tracking"]],
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
+        for confirmation in (c for c in smoke["confirmations"] if c.data.tags["peft_search.confirms"] == run.info.run_id):
+            again = tmp_path / confirmation.info.run_id  # its front trial's weights: the same files
+            done = subprocess.run([*CLI, "export", confirmation.info.run_id, str(again), "--tracking-uri",
+                                   smoke["tracking"]], capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr[-2000:]
+            assert (again / "modification.safetensors").read_bytes() == (out / "modification.safetensors").read_bytes()
         inputs = recorded_inputs(run)
         task, model, data = inputs.pop("task"), inputs.pop("model"), inputs.pop("data_dir")
         inputs.pop("seed")
@@ -167,7 +204,15 @@ def test_the_mlflow_ui_shows_the_search_in_headless_chromium(smoke, tmp_path):
         trials = [r for r in smoke["client"].search_runs([experiment]) if "ray_trial_id" in r.data.tags]
         runs_page = _dom(url, until=f"{len(trials)} matching runs")
         assert f"{len(trials)} matching runs" in runs_page  # every trial listed, not folded under the search's run
-        assert all(r.info.run_name in runs_page for r in trials)
+        assert all(r.info.run_name in runs_page for r in trials)  # confirmations by names of their own
+        assert "Model registry" in runs_page and "Judges" not in runs_page  # model training's navigation, not GenAI's
+        for run in (r for r in trials if r.data.tags["status"] == "completed"):  # Duration: the trial's, in seconds
+            assert any(f"{value:.1f}s" in runs_page for value in (_seconds(run) - 0.05, _seconds(run) + 0.05)), run
+        confirmation = smoke["confirmations"][0]  # its page says what it confirms; export finds the weights by it
+        page = _dom(f"http://127.0.0.1:{port}/#/experiments/{experiment}/runs/{confirmation.info.run_id}"
+                    "?workflowType=machine_learning", until="Confirmation of trial")
+        assert f"Confirmation of trial {confirmation.data.tags['optuna_trial']}" in page
+        assert "peft_search.weights" in page and confirmation.data.tags["peft_search.weights"] in page
         parent = smoke["parent"].info.run_id
         viewer = f"http://127.0.0.1:{port}/#/experiments/{experiment}/runs/{parent}/artifacts/pareto/pareto.html"
         artifacts = _dom(viewer, tmp_path / "mlflow-ui.png", until="pareto.html")

@@ -21,10 +21,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from search.searcher import open_storage
+from search.stores import open_storage
 
 CLI = [str(Path(sys.executable).parent / "peft-search")]
 TESTS = str(Path(__file__).parent)
+TRIAL = {"task": "sst2", "model": "minilm", "design": None, "budget": 100.0, "seed": 0}  # a trial config, as Ray's
 
 
 def stores(root: Path) -> dict[str, str]:
@@ -62,6 +63,23 @@ def test_trials_that_diverge_or_run_out_of_memory_fail_with_their_reason_and_the
         assert runs[preset].info.status == "FAILED" and runs[preset].data.tags["status"] == "failed"
         assert reason in runs[preset].data.tags["error"]
     assert "Pareto front" in out.stdout
+
+
+def test_a_search_whose_every_trial_failed_exits_1_with_the_first_error_whole(tmp_path, ray_cluster):
+    from faults import LONG
+
+    spec = {"name": "allfail", "plugins": ["faults"], "trials": 2, "concurrency": 2, "ray_address": ray_cluster,
+            "points_to_evaluate": ["pa_ffn", "adapter_ffn"], "confirm_seeds": 1,
+            "preset_overrides": {"pa_ffn": {"ffn.bottleneck": 11}, "adapter_ffn": {"ffn.bottleneck": 13}},
+            "asha": {"grace_period": 2, "reduction_factor": 2, "max_steps": 4}, "train": {"eval_every": 2},
+            **stores(tmp_path)}
+    (tmp_path / "spec.yaml").write_text(json.dumps(spec))
+    out = run_cli(["run", str(tmp_path / "spec.yaml"), "--verbose", "0"])
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
+    assert f"every trial of allfail failed; the first (trial 0) with:\nRuntimeError: {LONG}\n" in out.stderr
+    assert "Traceback" not in out.stderr
+    study = optuna.load_study(study_name="allfail", storage=spec["storage"])
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]  # recorded all the same
 
 
 def test_a_killed_driver_resumes_with_every_finished_trial_once(tmp_path, ray_cluster):
@@ -144,6 +162,11 @@ BAD_CALLS = [
     (["run", "{missing}"], "spec: '{missing}' is not allowed; allowed: a readable YAML file"),
     (["run", "{malformed}"], "allowed: valid YAML"),
     (["run", "{a_list}"], "spec: 'list' is not allowed; allowed: a mapping of spec fields"),
+    (["run", "{escape}"], "name: '../../etc' is not allowed; allowed: 1 to 100 letters"),  # one-line spec files
+    (["run", "{nan_lr}"], "train.lr: nan is not allowed"),
+    (["run", "{huge}"], "concurrency: 1000000000000 is not allowed"),
+    (["run", "--set", "train.lr=.inf"], "train.lr: inf is not allowed"),
+    (["run", "--set", "resources.cpu=.nan"], "resources.cpu: nan is not allowed"),
     (["run", "--name", "known"], "name: 'known' is not allowed; allowed: a name not used under"),
     (["resume", "nope"], "NAME: 'nope' is not allowed; allowed: a search started under"),
     (["pareto", "nope"], "NAME: 'nope' is not allowed"),
@@ -155,6 +178,7 @@ BAD_CALLS = [
 ]
 
 
+ONE_LINE_SPECS = {"escape": 'name: "../../etc"', "nan_lr": "train: {lr: .nan}", "huge": "concurrency: 1000000000000"}
 TOKEN = f"peft-search-secret-{secrets.token_hex(8)}"
 
 
@@ -172,6 +196,8 @@ def live_stores(tmp_path_factory, ray_cluster):
     (root / "output.txt").write_text(out.stdout + out.stderr)
     (root / "malformed.yaml").write_text("name: [unclosed\n")
     (root / "a_list.yaml").write_text("- 1\n- 2\n")
+    for name, line in ONE_LINE_SPECS.items():
+        (root / f"{name}.yaml").write_text(line + "\n")
     return root
 
 
@@ -190,8 +216,9 @@ def _rows(root: Path) -> tuple[int, int]:
 @pytest.mark.parametrize("args, message", BAD_CALLS, ids=[" ".join(a)[:40] for a, _ in BAD_CALLS])
 def test_bad_input_is_one_clear_message_exit_2_and_changes_no_store(args, message, live_stores):
     before = _rows(live_stores)
-    paths = {"missing": live_stores / "absent.yaml", "malformed": live_stores / "malformed.yaml",
-             "a_list": live_stores / "a_list.yaml"}
+    paths = {name: live_stores / f"{name}.yaml" for name in ("malformed", "a_list", *ONE_LINE_SPECS)}
+    paths["missing"] = live_stores / "absent.yaml"
+    files = _files(live_stores.parent)
     for key, path in paths.items():
         args, message = [a.replace(f"{{{key}}}", str(path)) for a in args], message.replace(f"{{{key}}}", str(path))
     root, tracking = ["--root", str(live_stores)], ["--tracking-uri", f"sqlite:///{live_stores}/mlflow.db"]
@@ -201,7 +228,11 @@ def test_bad_input_is_one_clear_message_exit_2_and_changes_no_store(args, messag
     assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
     assert message in out.stderr and "Traceback" not in out.stderr
     assert all(line.startswith("peft-search: error: ") for line in out.stderr.strip().splitlines())
-    assert _rows(live_stores) == before
+    assert _rows(live_stores) == before and _files(live_stores.parent) == files  # nothing written, anywhere
+
+
+def _files(root: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.name.endswith(("-wal", "-shm"))}
 
 
 def _mlflow_server(db: Path, port: int) -> subprocess.Popen:
@@ -340,12 +371,13 @@ def test_a_worker_node_killed_mid_trial_costs_a_retry_not_the_trial(tmp_path, ra
 @pytest.mark.slow
 def test_writes_queued_when_the_driver_dies_are_replayed_from_the_journal_once(tmp_path):
     """The window the SIGKILL test can only hit by chance: Optuna has the trial's outcome, MLflow not yet."""
-    from search.records import Recorder, Writer
+    from search.journal import Writer
+    from search.records import Recorder
 
     journal = tmp_path / "next" / "pending-w.jsonl"
     journal.parent.mkdir()
     stuck = Writer(lambda op: time.sleep(3600), journal)  # the dying driver's store never answers
-    ops = [{"op": "log", "trial": "t1", "config": {"design": None, "budget": 100.0, "seed": 0, "optuna_trial": 0},
+    ops = [{"op": "log", "trial": "t1", "config": {**TRIAL, "optuna_trial": 0},
             "result": {"step": s, "accuracy": 0.5 + s / 10, "timestamp": 1_700_000_000 + s}} for s in (2, 4)]
     ops.append({"op": "finish", "trial": "t1", "config": ops[0]["config"],
                 "result": {"step": 4, "total_steps": 4, "status": "completed", "accuracy": 0.9}})
@@ -369,9 +401,33 @@ def test_writes_queued_when_the_driver_dies_are_replayed_from_the_journal_once(t
     assert [(m.step, m.value) for m in client.get_metric_history(run[0].info.run_id, "accuracy")] == [(2, 0.7), (4, 0.9)]
 
 
+def test_a_run_starts_and_ends_at_its_trial_s_times_when_written_late(tmp_path):
+    """The records of a trial a killed driver left in its journal are written by the next run, minutes later: the
+    run still starts when the trial started and ends when it ended (MLflow's Duration), as the records say."""
+    from search.records import Recorder
+
+    started = 1_700_000_000.25
+    config = {**TRIAL, "optuna_trial": 0}
+    ops = [{"op": "start", "trial": "t1", "config": config, "result": {}, "time": started},
+           {"op": "log", "trial": "t1", "config": config, "result": {"step": 2, "accuracy": 0.6,
+                                                                     "timestamp": 1_700_000_009}, "time": started + 9},
+           {"op": "finish", "trial": "t1", "config": config, "time": started + 20.5,
+            "result": {"step": 2, "total_steps": 2, "status": "completed", "accuracy": 0.6}}]
+    (tmp_path / "pending-late.jsonl").write_text("".join(json.dumps(op) + "\n" for op in ops))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    recorder = Recorder(uri, "late", tmp_path, {}, ["attn"])
+    recorder.setup()  # replays the journal first
+    recorder.on_experiment_end([])
+    client = MlflowClient(uri)
+    [run] = client.search_runs([client.get_experiment_by_name("late").experiment_id], "tags.ray_trial_id = 't1'")
+    assert (run.info.start_time, run.info.end_time) == (1_700_000_000_250, 1_700_000_020_750)
+    assert run.info.run_name == "late-0" and run.info.status == "FINISHED"
+
+
 def test_runs_left_running_when_optuna_already_has_the_outcome_are_finished_as_optuna_says(tmp_path):
     """Ray tells the searcher before its callbacks: a driver killed between the two left MLflow runs RUNNING for
     trials Optuna holds as ended (the 500-trial soak lost one record so). ``finish_stale`` closes them."""
+    from search.mlflow_runs import finish_stale
     from search.records import Recorder
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -381,7 +437,7 @@ def test_runs_left_running_when_optuna_already_has_the_outcome_are_finished_as_o
     writing = Recorder(uri, "s", tmp_path, {}, ["attn"])
     writing.setup()
     for k, (trial_id, (state, attrs)) in enumerate([*ended.items(), ("live", (None, {}))]):
-        config = {"design": None, "budget": 100.0, "seed": 0, "optuna_trial": k}
+        config = {**TRIAL, "optuna_trial": k}
         writing.on_trial_result(0, [], SimpleNamespace(trial_id=trial_id, config=config),
                                 {"step": 2, "accuracy": 0.6, "timestamp": 1_700_000_000})
         if state is not None:
@@ -391,7 +447,8 @@ def test_runs_left_running_when_optuna_already_has_the_outcome_are_finished_as_o
             study.tell(trial, [0.8, 100.0] if state == TrialState.COMPLETE else None, state=state)
     writing.on_experiment_end([])
 
-    assert Recorder(uri, "s", tmp_path, {}, ["attn"]).finish_stale(study.trials, total_steps=4) == 3
+    runs = Recorder(uri, "s", tmp_path, {}, ["attn"]).trial_runs()  # no Ray callback set up: on its own
+    assert finish_stale(runs, study.trials, total_steps=4) == 3
     client = MlflowClient(uri)
     runs = {r.data.tags["ray_trial_id"]: r for r in client.search_runs([client.get_experiment_by_name("s").experiment_id])
             if "ray_trial_id" in r.data.tags}
@@ -399,16 +456,17 @@ def test_runs_left_running_when_optuna_already_has_the_outcome_are_finished_as_o
         "done": ("FINISHED", "completed"), "cut": ("FINISHED", "stopped"), "dead": ("FAILED", "failed"),
         "live": ("RUNNING", "running")}  # a trial Optuna does not hold as ended is left alone
     assert runs["dead"].data.tags["error"] == "the search driver stopped while this trial ran"
-    assert Recorder(uri, "s", tmp_path, {}, ["attn"]).finish_stale(study.trials, total_steps=4) == 0  # once
+    assert finish_stale(Recorder(uri, "s", tmp_path, {}, ["attn"]).trial_runs(), study.trials, total_steps=4) == 0
 
 
 def test_a_run_left_bare_by_a_driver_killed_after_creating_it_gets_its_params_on_resume(tmp_path, monkeypatch):
     """Creating a trial's run and logging its params are two writes: the PostgreSQL soak killed a driver between
     them and the resumed driver went on logging metrics to a run without params."""
+    from search.mlflow_runs import TrialRuns
     from search.records import Recorder
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    config = {"design": None, "budget": 100.0, "seed": 3, "optuna_trial": 0}
+    config = {**TRIAL, "seed": 3, "optuna_trial": 0}
 
     def report(recorder: Recorder, step: int) -> None:
         recorder.setup()
@@ -417,7 +475,7 @@ def test_a_run_left_bare_by_a_driver_killed_after_creating_it_gets_its_params_on
         recorder.on_experiment_end([])
 
     with monkeypatch.context() as dying:
-        dying.setattr(Recorder, "_describe", lambda self, run, config: None)  # killed right after create_run
+        dying.setattr(TrialRuns, "_describe", lambda self, run, config: None)  # killed right after create_run
         report(Recorder(uri, "bare", tmp_path, {"task": "sst2"}, ["attn"]), step=2)
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("bare").experiment_id
@@ -432,7 +490,7 @@ def test_a_run_left_bare_by_a_driver_killed_after_creating_it_gets_its_params_on
 def test_a_store_away_past_the_retry_window_costs_one_try_per_later_record():
     """Past ``patience`` the writer stops waiting: a store gone for good must not hold the driver's end for
     ``patience`` per queued record. Every record stays in the spool for the next run."""
-    from search.records import Writer
+    from search.journal import Writer
 
     tries = []
 
@@ -450,6 +508,7 @@ def test_a_store_away_past_the_retry_window_costs_one_try_per_later_record():
         assert [json.loads(line)["n"] for line in journal.read_text().splitlines()] == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.slow  # a real tracking server, stopped for longer than the writer waits
 def test_records_kept_past_the_retry_window_are_replayed_by_the_next_run(tmp_path, monkeypatch):
     """The tracking server stays away longer than the writer waits: the trial's records stay in the spool
     (``pending-NAME.jsonl``) and the next run of the search writes them, once, when the server is back."""
@@ -461,7 +520,7 @@ def test_records_kept_past_the_retry_window_are_replayed_by_the_next_run(tmp_pat
         port = probe.getsockname()[1]
     server = _mlflow_server(tmp_path / "server.db", port)
     uri, trial = f"http://127.0.0.1:{port}", SimpleNamespace(trial_id="t1", config={
-        "design": None, "budget": 100.0, "seed": 0, "optuna_trial": 0})
+        **TRIAL, "optuna_trial": 0})
     client = MlflowClient(uri)
 
     def runs() -> list:
@@ -500,13 +559,14 @@ def test_records_kept_past_the_retry_window_are_replayed_by_the_next_run(tmp_pat
 def test_a_trial_ray_gave_up_on_is_asked_again_once_and_off_the_target():
     """After a node loss Ray Tune may give up on a trial within a second (a second failure event of the dead actor
     is taken as final): the searcher asks that design again, once, and the target still counts trained designs."""
-    from search.searcher import TARGET, DesignSearcher
+    from search.schema import Attrs
+    from search.searcher import DesignSearcher
     from search.spec import parse
 
     searcher = DesignSearcher(parse({}).space(), metric="accuracy", mode="max", budget_of=lambda design: 0.5, cap=1.0,
                               study_name="lost", storage=optuna.storages.InMemoryStorage(),
                               sampler=lambda seed: optuna.samplers.RandomSampler(seed))
-    searcher.study.set_user_attr(TARGET, 2)
+    searcher.study.set_user_attr(Attrs.TARGET, 2)
     finished = {"step": 4, "total_steps": 4, "accuracy": 0.8, "budget": 0.5}
     first = searcher.suggest("a")
     searcher.on_trial_complete("a", error=True)

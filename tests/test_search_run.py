@@ -7,6 +7,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -17,9 +18,13 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from search import runner
-from search.spec import parse
+from search.spec import parse, saved_spec
 
 CLI = [str(Path(sys.executable).parent / "peft-search")]
+# A search written by the layout before search/ was split (commit 29fef4c): a synthetic search of 8 trials
+# (pareto_asha, TPE, confirm_seeds 1) whose driver was SIGKILLed after 4 had ended; its saved spec's delay cut to
+# 0.25 s per report. The MLflow store is left out: its artifact location was an absolute path.
+OLD_STATE = Path(__file__).parent / "data" / "search-state-29fef4c.tar.gz"
 
 
 def synthetic(tmp_path, address, **changes):
@@ -89,6 +94,30 @@ def test_a_search_on_two_nodes_prunes_stopped_trials_and_keeps_them_off_the_fron
         assert row.metric == pytest.approx(statistics.median([original, *seeds]))
 
 
+def test_a_search_started_by_the_old_layout_resumes(tmp_path, ray_cluster, monkeypatch):
+    """Ray pickled the searcher (with its Space and its sampler factory ``search.runner.make_sampler``), the trial
+    folder namer, the Recorder and the scheduler by module path into the search's experiment state."""
+    with tarfile.open(OLD_STATE) as archive:
+        archive.extractall(tmp_path, filter="data")
+    state = (tmp_path / "peft-search" / "ray" / "old-layout" / "tuner.pkl").read_bytes()
+    assert all(path in state for path in (b"search.runner", b"search.space", b"search.records", b"search.searcher"))
+    monkeypatch.chdir(tmp_path)  # the saved spec's stores are relative paths
+    spec = saved_spec("peft-search", "old-layout")
+    ended = [t for t in optuna.load_study(study_name="old-layout", storage=spec.storage).trials
+             if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    summary = runner.run(spec, resume=True, verbose=0)
+    study = optuna.load_study(study_name="old-layout", storage=spec.storage)
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(ended) == 4 and len(finished) == 8 and {t.number for t in ended} <= {t.number for t in finished}
+    assert summary.front and summary.hypervolume > 0
+    runs = child_runs(spec)  # the journal the killed driver left is replayed: its trials are recorded too
+    trials = {r.data.tags["ray_trial_id"]: r.data.tags["status"] for r in runs if r.data.tags["confirmation"] == "false"}
+    assert {t for t, status in trials.items() if status in ("completed", "stopped")} == {
+        t.user_attrs["ray_trial_id"] for t in finished}
+    assert set(trials.values()) <= {"completed", "stopped", "failed"}  # the killed ones failed, none left running
+    assert len([r for r in runs if r.data.tags["confirmation"] == "true"]) == len(summary.front)
+
+
 def test_ctrl_c_then_resume_loses_and_duplicates_nothing(tmp_path, ray_cluster):
     spec = parse(synthetic(tmp_path, ray_cluster, name="resumed", synthetic_delay=0.3, trials=6))
     spec_file = tmp_path / "spec.yaml"
@@ -144,7 +173,7 @@ def test_a_registered_dimension_reaches_the_space_the_help_and_the_records(tmp_p
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
-    (["--trials", "0"], "trials: 0 is not allowed; allowed: a positive integer"),
+    (["--trials", "0"], "trials: 0 is not allowed; allowed: an integer in [1, 1,000,000]"),
     (["--sampler", "cmaes"], "sampler: 'cmaes' is not allowed; allowed: one of tpe, nsga2, random, gp"),
     (["--set", "asha.max_steps=zero"], "asha.max_steps: 'zero' is not allowed"),
     (["--set", "values.form=[tanh]"], "values.form: 'tanh' is not allowed"),

@@ -1,14 +1,11 @@
 """The soak benchmark at CI size: two replayed searches share a real PostgreSQL server (Debian's package, started
 on 127.0.0.1 with its own data directory) and the test cluster while each driver is SIGKILLed and resumed and the
-worker node is SIGKILLed and restarted. ``python benchmarks/soak.py`` runs the 500-trial soak."""
-
-import sys
-from pathlib import Path
+worker node is SIGKILLed and restarted. ``python -m benchmarks.soak`` runs the 500-trial soak."""
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-from soak import Cluster, soak  # noqa: E402
+from benchmarks.soak import soak
+from peft_search.testing import Cluster
 
 
 def test_two_searches_sharing_postgresql_lose_and_duplicate_nothing_through_driver_and_node_kills(tmp_path, cluster):

@@ -185,26 +185,36 @@ def test_a_killed_table_generation_resumes_every_design_and_seed_once(tmp_path, 
 
 
 def test_a_grown_grid_trains_only_what_the_table_lacks(tmp_path, ray_cluster):
-    """A value added to a menu later: the next generation trains the new designs' cases and nothing twice."""
+    """``peft-search tabulate``, then a value added to a menu: the next build trains the new designs' cases and
+    nothing twice; each table holds its own spec's designs."""
     spec = {"name": "grow", "trainer": "synthetic", "sites": ["attn", "ffn"], "sampler": "grid", "seeds": 2,
             "menus": {"attn": {"lora_attn": {"bottleneck": [4]}}, "ffn": {"pa_ffn": {"bottleneck": [16]}}},
             "scheduler": "none", "concurrency": 1, "ray_address": ray_cluster, "train": {"eval_every": 2},
             "asha": {"grace_period": 2, "reduction_factor": 2, "max_steps": 4}, "root": str(tmp_path),
             "storage": f"sqlite:///{tmp_path}/optuna.db", "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}
-    small = parse(spec)
-    tabular.generate(small, full_lr=1e-4, verbose=0)
-    before = _runs(small)
-    grown = parse({**spec, "menus": {**spec["menus"], "attn": {"lora_attn": {"bottleneck": [4, 16]}}}})
-    tabular.generate(grown, full_lr=1e-4, verbose=0)
-    after = _runs(grown)
+    grown = {**spec, "menus": {**spec["menus"], "attn": {"lora_attn": {"bottleneck": [4, 16]}}}}
+    for name, data in (("small", spec), ("grown", grown)):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(data))
+
+    def tabulate(name: str, *flags: str) -> str:
+        out = subprocess.run([*CLI, "tabulate", str(tmp_path / f"{name}.yaml"), "--full-lr", "1e-4", "--verbose", "0",
+                              *flags], capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        return out.stdout
+
+    assert f"{tmp_path / 'small.csv'}: " in tabulate("small")
+    before = _runs(parse(spec))
+    tabulate("grown")
+    after = _runs(parse(grown))
     cases = [case for case, _ in after]
     assert len(cases) == len(set(cases)) == 3 * 2 * 2 + 2  # 6 designs × 2 seeds and full fine-tuning's 2, each once
     assert set(before) <= set(after)  # what was trained stays, run for run
-    expected = {(design.id, seed) for design in grid(grown.space()) for seed in (0, 1)} | {("full", 0), ("full", 1)}
+    expected = {(design.id, seed) for design in grid(parse(grown).space()) for seed in (0, 1)} | {("full", 0), ("full", 1)}
     assert set(cases) == expected
-    names = {design.id: menu_label(design, small.space()) for design in grid(small.space())}
-    table = tabular.export(small.tracking_uri, "grow", "accuracy", names, tmp_path / "small.csv")
-    assert set(table["design_id"]) == set(names)  # a design outside the spec's menus stays out of its table
+    tabulate("small", "--export-only")
+    small = {design.id for design in grid(parse(spec).space())} | {"full"}
+    assert set(tabular.load(tmp_path / "small.csv")["design_id"]) == small  # the grown designs stay out of it
+    assert set(tabular.load(tmp_path / "grown.csv")["design_id"]) == {d for d, _ in expected}
 
 
 def _runs(spec) -> list[tuple[tuple[str, int], str]]:

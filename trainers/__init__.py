@@ -14,14 +14,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from trainers.config import TrainConfig, resolve
+from trainers.config import Hyperparameter, TrainConfig, hyperparameters, resolve
+from trainers.defaults import DEFAULT_MODEL, FULL
 from trainers.metrics import SE
 from trainers.status import Status
-from trainers.tasks import TASKS, Task, register_task
+from trainers.tasks import TASKS, Task, TaskKind, register_task, validation_metrics
 
-_LAZY = {"train": "trainers.loop", "evaluate": "trainers.loop", "Result": "trainers.loop", "FULL": "trainers.loop",
-         "load_base": "trainers.models", "budget_pct": "trainers.models", "DEFAULT_MODEL": "trainers.models",
-         "check_model": "trainers.models", "prepare": "trainers.models"}
+_LAZY = {"train": "trainers.loop", "evaluate": "trainers.loop", "Result": "trainers.loop",
+         "load_base": "trainers.models", "budget_pct": "trainers.models", "check_model": "trainers.models",
+         "prepare": "trainers.models"}
 
 
 def __getattr__(name: str) -> Any:
@@ -30,4 +31,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'trainers' has no attribute {name!r}")
 
 
-__all__ = ["DEFAULT_MODEL", "FULL", "SE", "Result", "Status", "TASKS", "budget_pct", "check_model", "evaluate", "Task", "TrainConfig", "load_base", "prepare", "register_task", "resolve", "train"]
+__all__ = ["DEFAULT_MODEL", "FULL", "SE", "TASKS", "Hyperparameter", "Result", "Status", "Task", "TaskKind",
+           "TrainConfig", "budget_pct", "check_model", "evaluate", "hyperparameters", "load_base", "prepare",
+           "register_task", "resolve", "train", "validation_metrics"]

@@ -23,6 +23,7 @@ import peft_space
 from peft_space import DESIGN_FILE
 from trainers.config import TrainConfig, resolve
 from trainers.data import example_field, load_splits
+from trainers.defaults import DEFAULT_MODEL, FULL
 from trainers.metrics import normalise
 from trainers.models import DTYPES, Base, cast_frozen, load_base, prepare, set_checkpointing
 from trainers.status import Status
@@ -58,7 +59,6 @@ def task_by_name(name: str | Task) -> Task:
     return TASKS[name]
 
 
-FULL = "full"  # the design name of full fine-tuning
 LENGTH_GROUP = 50  # micro-batches sorted together by ``group_by_length`` (transformers' mega-batch size)
 
 
@@ -66,7 +66,7 @@ def train(
     task: str | Task,
     design: peft_space.Design | None,
     *,
-    model: str = "minilm",
+    model: str = DEFAULT_MODEL,
     seed: int = 0,
     data_dir: str | None = None,
     report: Report | None = None,
@@ -94,7 +94,7 @@ def train(
                 **{f"split.{name}": what for name, what in splits.described.items()},
                 "design": design.to_dict() if design else {}, "design_id": design.id if design else FULL,
                 **asdict(config), "device": str(run.device), "threads": torch.get_num_threads(),
-                "uncased_metrics": base.uncased and task.kind == "seq2seq", **versions()}
+                "uncased_metrics": base.uncased and not task.is_classification, **versions()}
     if on_start is not None:
         on_start(resolved)
     result = run.fit(splits.data, report, progress, resolved, budget)
@@ -103,7 +103,7 @@ def train(
     return result
 
 
-def evaluate(task: str | Task, weights: str | Path, *, model: str = "minilm", data_dir: str | None = None,
+def evaluate(task: str | Task, weights: str | Path, *, model: str = DEFAULT_MODEL, data_dir: str | None = None,
              **overrides: Any) -> dict[str, float]:
     """Validation metrics of a trained modification saved by ``peft_space.save`` (or ``train(save_dir=...)``)."""
     task = task_by_name(task)
@@ -169,21 +169,21 @@ class Run:
         texts = [[example_field(r, name) for r in rows] for name in self.task.inputs]
         encoded = tokenizer(*texts, truncation=True, max_length=c.max_source_length)
         targets = [example_field(r, self.task.target) for r in rows]
-        if self.task.kind == "seq2seq":
-            labels = tokenizer(targets, truncation=True, max_length=c.max_target_length)["input_ids"]
-        else:
+        if self.task.is_classification:
             labels = targets
+        else:
+            labels = tokenizer(targets, truncation=True, max_length=c.max_target_length)["input_ids"]
         keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in encoded]
         return [{**{k: encoded[k][i] for k in keys}, "labels": labels[i], "reference": targets[i]} for i in range(len(targets))]
 
     def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in examples[0]]
         batch = self.base.tokenizer.pad([{k: e[k] for k in keys} for e in examples], return_tensors="pt")
-        if self.task.kind == "seq2seq":
+        if self.task.is_classification:
+            batch["labels"] = torch.tensor([e["labels"] for e in examples])
+        else:
             width = max(len(e["labels"]) for e in examples)
             batch["labels"] = torch.tensor([e["labels"] + [-100] * (width - len(e["labels"])) for e in examples])
-        else:
-            batch["labels"] = torch.tensor([e["labels"] for e in examples])
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def encode_for_eval(self, dataset: Any, limit: int) -> list[dict[str, Any]]:
@@ -213,7 +213,7 @@ class Run:
                 chunk = next(micro)
                 group.append(chunk)
                 sentences += len(chunk)
-                tokens += sum(len(e["input_ids"]) + len(e["labels"]) if self.task.kind == "seq2seq" else len(e["input_ids"])
+                tokens += sum(len(e["input_ids"]) + (0 if self.task.is_classification else len(e["labels"]))
                               for e in chunk)
             yield group
 
@@ -240,7 +240,7 @@ class Run:
         with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
             logits = self.model(**batch).logits.float()
         labels = batch["labels"]
-        if self.task.kind == "classification":
+        if self.task.is_classification:
             return nn.functional.cross_entropy(logits, labels, label_smoothing=smoothing), items(self.task, labels)
         flat = logits.reshape(-1, logits.shape[-1])
         loss = nn.functional.cross_entropy(flat, labels.reshape(-1), ignore_index=-100, label_smoothing=smoothing)
@@ -250,7 +250,7 @@ class Run:
     def evaluate(self, examples: list[dict[str, Any]], generate: bool) -> dict[str, float]:
         self.model.eval()
         try:
-            return self._classify(examples) if self.task.kind == "classification" else self._seq2seq(examples, generate)
+            return self._classify(examples) if self.task.is_classification else self._seq2seq(examples, generate)
         finally:
             self.model.train()
 
@@ -293,7 +293,7 @@ class Run:
 
     def validate(self, examples: list[dict[str, Any]]) -> dict[str, float]:
         """Validation metrics; generation only where the validation metric needs it (XSum's ROUGE-2)."""
-        return self.evaluate(examples, generate=self.task.validation_metric not in ("perplexity", "loss", "accuracy"))
+        return self.evaluate(examples, generate=self.task.validation_generates)
 
     # -- the loop --------------------------------------------------------------------------------------
     def fit(self, splits: dict[str, Any], report: Report | None, show: bool, config: dict, budget: dict) -> Result:
@@ -360,7 +360,7 @@ class Run:
 
 def items(task: Task, labels: torch.Tensor) -> int:
     """What a loss averages over: sentences (classification) or non-padding target tokens (seq2seq)."""
-    return labels.numel() if task.kind == "classification" else int((labels != -100).sum())
+    return labels.numel() if task.is_classification else int((labels != -100).sum())
 
 
 def eval_steps(total: int, every: int, growth: float = 1.0) -> set[int]:

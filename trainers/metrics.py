@@ -14,6 +14,9 @@ from typing import Any
 
 SE = "_se"  # a metric's standard error is reported under its name + SE
 BOOTSTRAP = 200  # resamples for corpus-level metrics (BLEU) that have no closed-form standard error
+# what an evaluation computes from the model's scores of the given targets (the loss, its exponential and the
+# argmax label's accuracy); any other metric (ROUGE, BLEU) is computed on generated text
+WITHOUT_GENERATION = ("loss", "perplexity", "accuracy")
 
 
 def mean_se(values: list[float]) -> float:

