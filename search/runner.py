@@ -68,13 +68,11 @@ def run(spec: Spec, *, resume: bool = False, verbose: int = 1) -> Summary:
 def set_target(spec: Spec) -> None:
     """The number of designs to train, kept in the study (a resume may raise it), and the objectives' names
     (optuna-dashboard labels its axes with them)."""
-    from search.searcher import BUDGET
-
     study = open_study(spec.name, spec.storage, spec.mode)
     study.set_user_attr(Attrs.TARGET, spec.target)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # set_metric_names is experimental in Optuna
-        study.set_metric_names([spec.task_def.validation_metric, BUDGET])
+        study.set_metric_names([spec.task_def.validation_metric, Attrs.BUDGET])
 
 
 def _raise_if_nothing_trained(spec: Spec, summary: Summary) -> None:

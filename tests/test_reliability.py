@@ -218,7 +218,7 @@ def test_bad_input_is_one_clear_message_exit_2_and_changes_no_store(args, messag
     before = _rows(live_stores)
     paths = {name: live_stores / f"{name}.yaml" for name in ("malformed", "a_list", *ONE_LINE_SPECS)}
     paths["missing"] = live_stores / "absent.yaml"
-    files = _files(live_stores.parent)
+    files = _files(live_stores)
     for key, path in paths.items():
         args, message = [a.replace(f"{{{key}}}", str(path)) for a in args], message.replace(f"{{{key}}}", str(path))
     root, tracking = ["--root", str(live_stores)], ["--tracking-uri", f"sqlite:///{live_stores}/mlflow.db"]
@@ -228,11 +228,14 @@ def test_bad_input_is_one_clear_message_exit_2_and_changes_no_store(args, messag
     assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
     assert message in out.stderr and "Traceback" not in out.stderr
     assert all(line.startswith("peft-search: error: ") for line in out.stderr.strip().splitlines())
-    assert _rows(live_stores) == before and _files(live_stores.parent) == files  # nothing written, anywhere
+    assert _rows(live_stores) == before and _files(live_stores) == files  # nothing written, inside or beside
 
 
 def _files(root: Path) -> dict[str, int]:
-    return {str(p): p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.name.endswith(("-wal", "-shm"))}
+    """Every file under `root` with its size, and the names beside it (where an escaping name such as
+    `../../etc` would land); other tests' folders beside it are not read, their leftover processes may still write."""
+    inside = {str(p): p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.name.endswith(("-wal", "-shm"))}
+    return inside | {str(p): -1 for p in root.parent.iterdir()}
 
 
 def _mlflow_server(db: Path, port: int) -> subprocess.Popen:
