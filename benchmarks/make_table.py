@@ -40,7 +40,7 @@ def main() -> None:
 
     out = SPEC.with_name(SPEC.stem + ("_gpu" if args.gpu else "") + ".csv")
     start = time.perf_counter()
-    table = build(table_spec(SPEC, gpu=args.gpu), out, full_lr=FULL_LR, export_only=args.export_only)
+    table = build(table_spec(SPEC, gpu=args.gpu), out, full_lrs=[FULL_LR], export_only=args.export_only)
     print(f"{out}: {len(table)} rows, {table['design_id'].nunique()} designs, {table['seed'].nunique()} seeds "
           f"({time.perf_counter() - start:.0f} s)")
 

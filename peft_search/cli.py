@@ -377,23 +377,25 @@ def tabulate(
     spec_file: Annotated[Path, typer.Argument(metavar="SPEC", help="A grid spec: sampler: grid and a menu at "
                                               "every site (e.g. benchmarks/tabular/sst2_minilm.yaml)")],
     out: Annotated[Path | None, typer.Option(help="The table (default: the spec file's name with .csv)")] = None,
-    full_lr: Annotated[float, typer.Option(help="Learning rate of full fine-tuning's reference rows (a PEFT "
-                                                "learning rate is far too high for it)")] = 5e-5,
+    full_lr: Annotated[list[float], typer.Option(help="Learning rate of full fine-tuning's reference rows (a PEFT "
+                                                      "learning rate is far too high for it); repeat it for several "
+                                                      "when the grid varies lr")] = [5e-5],  # noqa: B006 (typer's way)
     export_only: Annotated[bool, typer.Option(help="Only read the recorded trials back into the table")] = False,
     verbose: Annotated[int, typer.Option(help="Ray Tune output: 0 silent, 1 status, 2 every result")] = 1,
 ) -> None:
-    """Build a tabular benchmark: train every (design, seed) of a grid for real (an interrupted build resumes
-    where it stopped; designs added to the menus later are trained alone), then full fine-tuning as reference
-    rows, and write every evaluation to one CSV that searches replay with [bold]trainer: tabular[/bold]."""
+    """Build a tabular benchmark: train every (design, hyper-parameters, seed) of a grid for real, then full
+    fine-tuning as reference rows, and write every evaluation to one CSV that searches replay with
+    [bold]trainer: tabular[/bold]. It resumes from the CSV and the search's records: a rerun (on another machine
+    too, from a committed CSV) trains only what neither holds, as do designs or values added to the spec later."""
     spec = specs.parse(_spec_data(spec_file))
     if spec.sampler != "grid":
         raise FieldError("sampler", spec.sampler, "grid (a table holds every design of a grid)")
     from search.tabulate import build
 
-    table = build(spec, out or spec_file.with_suffix(".csv"), full_lr=full_lr, export_only=export_only,
+    table = build(spec, out or spec_file.with_suffix(".csv"), full_lrs=full_lr, export_only=export_only,
                   verbose=verbose)
     print(f"{out or spec_file.with_suffix('.csv')}: {len(table)} rows, {table['design_id'].nunique()} designs, "
-          f"{table['seed'].nunique()} seeds")
+          f"{table['config_id'].nunique()} configurations, {table['seed'].nunique()} seeds")
 
 
 def _search(spec: specs.Spec, *, resume: bool, verbose: int) -> None:

@@ -46,11 +46,12 @@ def budget_function(spec: Spec) -> Callable[[peft_space.Design], float]:
     return functools.partial(trainers.budget_pct, spec.model, task.kind, task.num_labels)
 
 
-def grid_cases(spec: Spec) -> list[tuple[peft_space.Design, int]]:
-    """A grid spec's (design, seed) cases, in the order its search trains them."""
-    from search.space import grid
+def grid_cases(spec: Spec) -> list[tuple[peft_space.Design, dict[str, Any], int]]:
+    """A grid spec's (design, hyper-parameters, seed) cases, in the order its search trains them."""
+    from search.space import configurations
 
-    return [(design, spec.seed + k) for design in grid(spec.space()) for k in range(spec.seeds)]
+    return [(design, train, spec.seed + k) for design, train in configurations(spec.space())
+            for k in range(spec.seeds)]
 
 
 def searcher(spec: Spec) -> Any:

@@ -36,12 +36,13 @@ def summarise(spec: Spec, confirmed: dict[int, float] | None = None) -> report.S
 
 
 def confirm(spec: Spec, summary: report.Summary, verbose: int) -> dict[int, float]:
-    """Re-train every front design with ``confirm_seeds`` more seeds: each one's median metric over its seeds."""
+    """Re-train every front configuration (its design and sampled hyper-parameters) with ``confirm_seeds`` more
+    seeds: each one's median metric over its seeds."""
     from peft_space import Design
 
     metric, front = spec.task_def.validation_metric, summary.front
     cases = [suggestion(Design.from_json(row.design_json), row.budget, optuna_trial=row.trial, seed=spec.seed + k,
-                        preset=row.design if row.design in spec.points_to_evaluate else "")
+                        preset=row.design if row.design in spec.points_to_evaluate else "", train=row.train)
              for row in front for k in range(1, spec.confirm_seeds + 1)]
     results = cases_tuner(spec, f"{spec.name}-confirm", cases, verbose).fit()
     by_trial: dict[int, list[float]] = {}

@@ -166,10 +166,14 @@ class TrialRuns:
         return found[0] if found else None
 
     def _describe(self, run: str, trial: TrialConfig) -> None:
-        """The trial's params (the search's constants, the design, budget, seed) and its design.json."""
+        """The trial's params (the search's constants, the design, budget, seed, its hyper-parameters) and its
+        design.json. A hyper-parameter has one name, its own (``lr``: the trainer logs the resolved value under
+        it too), not also the spec's ``train.lr`` (the parent run keeps the spec's)."""
         untouched = {f"{site}.form": "none" for site in self.sites}  # a searched site left alone is a value too
         design = trial.design.to_dict() if trial.design is not None else {}
-        params = {**self.constants, **untouched, **design, Params.BUDGET: trial.budget, Params.SEED: trial.seed}
+        constants = {k: v for k, v in self.constants.items() if not k.startswith("train.")}
+        params = {**constants, **untouched, **design, Params.BUDGET: trial.budget, Params.SEED: trial.seed,
+                  **{k: v for k, v in trial.train.items() if k != "steps"}}
         self.mlflow.log_batch(run, params=new_params(self.mlflow, run, params))
         if trial.design is not None:  # full fine-tuning has no design to save
             self.mlflow.log_text(run, trial.design.to_json(), "design.json")

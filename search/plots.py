@@ -1,6 +1,7 @@
 """Pareto plots of task metric against tuned-parameter budget, from plain rows (no MLflow, no Optuna here).
 
-A row is a mapping with ``trial``, ``design`` (preset name or id), ``description``, ``budget`` (%), ``metric``,
+A row is a mapping with ``trial``, ``design`` (preset name or label), ``description``, ``hyperparameters`` (the
+sampled ones in words, or ""), ``budget`` (%), ``metric``,
 ``status`` (``Status.COMPLETED`` or ``Status.STOPPED``), ``step`` and ``on_front``. Completed trials are filled
 circles, stopped ones grey crosses at the metric they had reached; the front is red, joined by a step line.
 
@@ -47,8 +48,9 @@ def pareto_html(rows: Rows, metric: str, title: str, path: str | Path) -> Path:
 
 
 def _tip(row: Mapping[str, Any], metric: str) -> str:
-    return (f"trial {row['trial']} · {row['design']}\n{row.get('description', '')}\n"
-            f"budget {row['budget']:.4f}% · {metric} {row['metric']:.4f} at step {row.get('step', '')}")
+    hyper = row.get("hyperparameters")
+    return (f"trial {row['trial']} · {row['design']}\n{row.get('description', '')}" + (f"\n{hyper}" if hyper else "")
+            + f"\nbudget {row['budget']:.4f}% · {metric} {row['metric']:.4f} at step {row.get('step', '')}")
 
 
 def _draw(rows: Rows, metric: str, title: str) -> Any:

@@ -16,10 +16,10 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from search.plots import pareto_html, pareto_png
-from search.report import Summary, describe
+from search.report import Summary, describe, hyperparameters
 from search.schema import Artifacts, Tags, flag
 
-COLUMNS = ["trial", "design", "description", "budget", "metric", "status", "step", "on_front"]
+COLUMNS = ["trial", "design", "description", "hyperparameters", "budget", "metric", "status", "step", "on_front"]
 
 
 def record_summary(mlflow: MlflowClient, search: str, summary: Summary, weights: Mapping[int, Path]) -> None:
@@ -44,12 +44,13 @@ def record_summary(mlflow: MlflowClient, search: str, summary: Summary, weights:
 
 
 def _parent_files(mlflow: MlflowClient, parent: str, search: str, summary: Summary) -> None:
-    rows = [{**asdict(row), "description": describe(row.design_json) if row.design_json else ""}
-            for row in [*summary.rows, *summary.stopped]]
+    rows = [{**asdict(row), "description": describe(row.design_json) if row.design_json else "",
+             "hyperparameters": hyperparameters(row.train)} for row in [*summary.rows, *summary.stopped]]
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder)
         _csv(out / "trials.csv", [COLUMNS, *([row.get(c, "") for c in COLUMNS] for row in rows)])
-        _csv(out / "importance.csv", [("dimension", "importance"), *summary.importance.items()])
+        _csv(out / "importance.csv", [("dimension", "importance", "method"),
+                                      *((k, v, summary.importance_method) for k, v in summary.importance.items())])
         (out / "summary.json").write_text(summary.to_json())
         title = f"{search}: {summary.metric} against budget"
         pareto_html(rows, summary.metric, title, out / "pareto.html")

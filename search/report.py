@@ -12,8 +12,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import optuna
+import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from search import variance
 from search.pareto import front, hypervolume
 from search.schema import OUTCOMES, Attrs, Status
 
@@ -33,6 +35,7 @@ class Row:
     test: float | None = None  # the metric on the test split (reported, never selected on)
     test_se: float | None = None
     within_noise_of: int | None = None  # a front trial this dominated row cannot be told apart from
+    train: dict[str, Any] = field(default_factory=dict)  # the hyper-parameters sampled for it
 
 
 @dataclass
@@ -44,8 +47,9 @@ class Summary:
     counts: dict[Status, int]  # trials by outcome
     reference: tuple[float, float]  # (worst metric, largest budget) the hypervolume is measured from
     hypervolume: float
-    importance: dict[str, float] = field(default_factory=dict)  # design dimension -> importance for the metric
+    importance: dict[str, float] = field(default_factory=dict)  # design dimension or hyper-parameter -> importance
     mam: str = ""  # where MAM ranks
+    importance_method: str = ""  # how ``importance`` was measured (``IMPORTANCE_METHODS``)
 
     @property
     def front(self) -> list[Row]:
@@ -70,8 +74,9 @@ def summarise(study: optuna.Study, metric: str, higher_is_better: bool, referenc
     stopped = [_row(t, t.user_attrs[Attrs.LAST_METRIC], False, Status.STOPPED)
                for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if Attrs.LAST_METRIC in t.user_attrs]
     area = hypervolume(points, (sign * reference[0], reference[1]))
-    return Summary(metric, higher_is_better, rows, stopped, _counts(study.trials), reference, area,
-                   importance(study, complete), _mam(rows, points, sign))
+    shares, method = importance(study, complete)
+    return Summary(metric, higher_is_better, rows, stopped, _counts(study.trials), reference, area, shares,
+                   _mam(rows, points, sign), method)
 
 
 NOISE = 2.0  # differences within this many standard errors (of the difference) are read as noise
@@ -96,7 +101,7 @@ def _row(t: FrozenTrial, metric: float, on_front: bool, status: Status) -> Row:
     return Row(t.number, attrs.get(Attrs.PRESET) or (label(design) if design else attrs.get(Attrs.DESIGN_ID, "")),
                attrs[Attrs.BUDGET], metric, on_front, design, status, attrs.get(Attrs.STEP, 0),
                attrs.get(Attrs.RAY_TRIAL_ID, ""), attrs.get(Attrs.METRIC_SE), attrs.get(Attrs.TEST),
-               attrs.get(Attrs.TEST_SE))
+               attrs.get(Attrs.TEST_SE), train=dict(attrs.get(Attrs.TRAIN) or {}))
 
 
 def _with_se(value: float | None, se: float | None) -> str:
@@ -118,9 +123,24 @@ def _counts(trials: list[FrozenTrial]) -> dict[Status, int]:
     return counts
 
 
-def importance(study: optuna.Study, complete: list[FrozenTrial]) -> dict[str, float]:
-    """fANOVA importance of each design dimension for the task metric, summed over sites and narrowed names
+IMPORTANCE_METHODS = {"exact": "exact decomposition of a complete grid's variance (search.variance)",
+                      "fanova": "Optuna's fANOVA over the parameters every trial has"}
+
+
+def importance(study: optuna.Study, complete: list[FrozenTrial]) -> tuple[dict[str, float], str]:
+    """What matters for the metric, and how it was measured: on a complete grid (every configuration with the same
+    seeds) the exact variance decomposition — design, each sampled hyper-parameter, their interactions, the
+    seeds — else fANOVA's importance of each parameter, summed over sites and narrowed names
     (``attn.representation[head]`` counts for ``representation``); empty with fewer than two complete trials."""
+    rows = pd.DataFrame([{"design": t.user_attrs.get(Attrs.DESIGN_ID), variance.SEED: t.user_attrs.get(Attrs.SEED),
+                          **(t.user_attrs.get(Attrs.TRAIN) or {}), "metric": t.values[0]} for t in complete])
+    factors = ["design", *(c for c in rows.columns if c not in ("design", variance.SEED, "metric"))]
+    if Attrs.CASE in (complete[0].user_attrs if complete else {}) and variance.complete(rows, factors):
+        return variance.decompose(rows, factors, "metric"), IMPORTANCE_METHODS["exact"]
+    return _fanova(study, complete), IMPORTANCE_METHODS["fanova"]
+
+
+def _fanova(study: optuna.Study, complete: list[FrozenTrial]) -> dict[str, float]:
     if len(complete) < 2 or len({json.dumps(t.params, sort_keys=True) for t in complete}) < 2:
         return {}
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
@@ -132,7 +152,7 @@ def importance(study: optuna.Study, complete: list[FrozenTrial]) -> dict[str, fl
         return {}
     by_dimension: dict[str, float] = {}
     for name, value in by_param.items():
-        dimension = name.split(".", 1)[-1].split("[", 1)[0]
+        dimension = name.split(".", 1)[-1].split("[", 1)[0]  # train.lr counts as lr
         by_dimension[dimension] = by_dimension.get(dimension, 0.0) + value
     return dict(sorted(by_dimension.items(), key=lambda kv: -kv[1]))
 
@@ -187,8 +207,15 @@ def describe(design_json: str) -> str:
     return "; ".join(f"{site}: " + " ".join(v for v in values if v) for site, values in sites.items()) or "task head only"
 
 
-def _cells(row: Row, name: str) -> tuple[str, ...]:
-    return str(row.trial), name, f"{row.budget:.4f}", _with_se(row.metric, row.metric_se), _with_se(row.test, row.test_se)
+def hyperparameters(train: dict[str, Any]) -> str:
+    """Sampled hyper-parameters in a few words: ``lr=0.0003 batch_size=16``."""
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in train.items())
+
+
+def _cells(row: Row, name: str, searched: bool) -> tuple[str, ...]:
+    hyper = (hyperparameters(row.train),) if searched else ()
+    return (str(row.trial), name, *hyper, f"{row.budget:.4f}", _with_se(row.metric, row.metric_se),
+            _with_se(row.test, row.test_se))
 
 
 def render(summary: Summary, title: str) -> Any:
@@ -200,15 +227,16 @@ def render(summary: Summary, title: str) -> Any:
                   caption="± one standard error over the evaluation examples; the front is chosen on validation, "
                           "test is reported only")
     numbers = ("trial", "budget %", f"validation {summary.metric}", f"test {summary.metric}")
-    for column in ("trial", "design", *numbers[1:]):
-        table.add_column(column, justify="right" if column in numbers else "left", overflow="fold")
     tied = [r for r in summary.rows if r.within_noise_of is not None]
+    searched = any(row.train for row in summary.front + tied)  # a column of the sampled hyper-parameters
+    for column in ("trial", "design", *(("hyper-parameters",) if searched else ()), *numbers[1:]):
+        table.add_column(column, justify="right" if column in numbers else "left", overflow="fold")
     for row in summary.front:
-        table.add_row(*_cells(row, row.design))
+        table.add_row(*_cells(row, row.design, searched))
     if tied:
         table.add_section()
     for row in tied:
-        table.add_row(*_cells(row, f"{row.design} (≈ trial {row.within_noise_of}: within noise)"))
+        table.add_row(*_cells(row, f"{row.design} (≈ trial {row.within_noise_of}: within noise)", searched))
     designs = [f"trial {row.trial}: {describe(row.design_json)}" for row in summary.front + tied]
     counts = ", ".join(f"{v} {k}" for k, v in summary.counts.items() if v)
     ref_metric, ref_budget = summary.reference
@@ -216,5 +244,6 @@ def render(summary: Summary, title: str) -> Any:
              f"hypervolume: {summary.hypervolume:.4f} (reference: {summary.metric} {ref_metric}, budget {ref_budget}%)",
              summary.mam]
     if summary.importance:
-        lines.append("importance for the metric: " + ", ".join(f"{k} {v:.2f}" for k, v in summary.importance.items()))
+        lines.append("importance for the metric: " + ", ".join(f"{k} {v:.2f}" for k, v in summary.importance.items())
+                     + f" ({summary.importance_method})")
     return Group(table, *designs, *lines)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +28,16 @@ def _run(tracking_uri: str, run_id: str) -> Any:
 
 
 def recorded_inputs(run: Any) -> dict[str, Any]:
-    """``trainers.train``'s arguments as the run recorded them."""
-    from trainers import TrainConfig
+    """``trainers.train``'s arguments as the run recorded them; a hyper-parameter added since the run was recorded
+    takes the value that applied then (its declaration's ``unrecorded``)."""
+    from trainers import hyperparameters
 
     params = run.data.params
     missing = [k for k in ("task", "model", Params.SEED, "data") if k not in params]
     if missing:
         raise FieldError("RUN_ID", run.info.run_id, f"a finished trial run (this one lacks {', '.join(missing)})")
-    hyper = {f.name: params[f.name] for f in fields(TrainConfig) if f.name in params}
+    hyper = {h.name: params.get(h.name, h.unrecorded) for h in hyperparameters()
+             if h.name in params or h.unrecorded is not None}
     data = params["data"]
     return {"task": params["task"], "model": params["model"], "seed": int(params[Params.SEED]),
             "data_dir": None if data.startswith("hub:") else data, **hyper}

@@ -9,9 +9,12 @@ flattened, with ``Params.METRIC`` and ``Params.HIGHER_IS_BETTER``) and one child
 configuration; metrics: every report at its step). Its Optuna study holds one trial per design asked, with the
 user attributes ``Attrs``."""
 
+from collections.abc import Mapping
+from typing import Any
+
 from trainers import SE, Status  # SE: the suffix of a metric's standard error ("accuracy_se")
 
-__all__ = ["OUTCOMES", "SE", "Artifacts", "Attrs", "Params", "Status", "Tags", "flag"]
+__all__ = ["OUTCOMES", "SE", "Artifacts", "Attrs", "Params", "Status", "Tags", "configuration_id", "flag"]
 
 
 class Tags:
@@ -53,6 +56,7 @@ class Attrs:
     DESIGN_ID = "design_id"  # as Tags.DESIGN_ID
     DESIGN = "design"  # the design as JSON
     BUDGET = "budget"  # % of the pretrained model (also the study's second objective)
+    TRAIN = "train"  # the hyper-parameters sampled for it (name -> value; {} where none are searched)
     PRESET = "preset"  # the paper method it was seeded from
     SEED = "seed"  # a grid case's training seed
     CASE = "case"  # a grid case's index in the grid
@@ -77,3 +81,11 @@ OUTCOMES = {"COMPLETE": Status.COMPLETED, "PRUNED": Status.STOPPED, "FAIL": Stat
 def flag(value: bool) -> str:
     """A yes/no tag's value (``Tags.CONFIRMATION``, ``Tags.PARETO``): "true" or "false"."""
     return str(bool(value)).lower()
+
+
+def configuration_id(design_id: str, hyperparameters: Mapping[str, Any]) -> str:
+    """What a configuration (a design and the hyper-parameters a table or search varies) is keyed by:
+    ``3f2a9c01e2@lr=0.0003``; the design id alone where none vary (so a table without hyper-parameter columns keys
+    its rows as before)."""
+    values = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(hyperparameters.items()))
+    return f"{design_id}@{values}" if values else design_id

@@ -34,7 +34,7 @@ from ray.tune.search import Searcher
 
 from peft_space import Design, DesignError
 from search.schema import Attrs, Status
-from search.space import Space, params_of, suggest
+from search.space import Space, params_of, suggest, suggest_train, train_params
 from search.stores import open_study
 from search.trial_config import suggestion
 from trainers import SE
@@ -51,14 +51,14 @@ class DesignSearcher(Searcher):
     def __init__(self, space: Space, *, metric: str, mode: str, budget_of: Callable[[Design], float],
                  cap: float, study_name: str, storage: str | optuna.storages.BaseStorage, sampler: Callable[[int], optuna.samplers.BaseSampler],
                  seed: int = 0, points: Mapping[str, Design] | None = None,
-                 cases: Sequence[tuple[Design, int]] = ()) -> None:
+                 cases: Sequence[tuple[Design, dict[str, Any], int]] = ()) -> None:
         super().__init__(metric=metric, mode=mode)
         self.space, self.budget_of, self.cap = space, budget_of, cap
         self.study_name, self.storage, self.sampler, self.seed = study_name, storage, sampler, seed
         self.trials: dict[str, int] = {}  # Ray trial id -> Optuna trial number
         self._live: dict[str, optuna.Trial] = {}  # trials asked by this driver and not yet told
         self._study: optuna.Study | None = None
-        self.cases = list(cases)  # a grid's (design, seed) cases, enqueued one at a time by ``_enqueue_case``
+        self.cases = list(cases)  # a grid's (design, hyper-parameters, seed), enqueued one at a time (_enqueue_case)
         if not self.study.trials:  # a new study: the paper's methods first
             for name, design in (points or {}).items():
                 self.study.enqueue_trial(params_of(design, space), user_attrs={Attrs.PRESET: name})
@@ -81,7 +81,7 @@ class DesignSearcher(Searcher):
             self._enqueue_case()
             self._reseed()
             trial = self.study.ask()
-            design = suggest(trial, self.space)
+            design, train = suggest(trial, self.space), suggest_train(trial, self.space)
             try:
                 budget = self.budget_of(design)
             except DesignError as err:
@@ -91,11 +91,11 @@ class DesignSearcher(Searcher):
                 self._reject(trial, f"budget {budget:.4f}% is over the cap {self.cap}%")
                 continue
             for key, value in {Attrs.DESIGN_ID: design.id, Attrs.DESIGN: design.to_json(), Attrs.BUDGET: budget,
-                               Attrs.RAY_TRIAL_ID: trial_id}.items():
+                               Attrs.TRAIN: train, Attrs.RAY_TRIAL_ID: trial_id}.items():
                 trial.set_user_attr(key, value)
             self.trials[trial_id], self._live[trial_id] = trial.number, trial
             return suggestion(design, budget, optuna_trial=trial.number, preset=trial.user_attrs.get(Attrs.PRESET, ""),
-                              seed=trial.user_attrs.get(Attrs.SEED))  # a grid case's seed
+                              seed=trial.user_attrs.get(Attrs.SEED), train=train)  # a grid case's seed
         raise DesignError("budget_cap", self.cap, f"a cap some design of the space meets ({MAX_REJECTIONS} sampled "
                                                    "designs in a row were over it or did not fit the model)")
 
@@ -109,8 +109,9 @@ class DesignSearcher(Searcher):
                    and (Attrs.INTERRUPTED not in t.user_attrs or t.number in rerun or Attrs.RERUN_OF in t.user_attrs)}
         k = next((k for k in range(len(self.cases)) if k not in covered), None)
         if k is not None:
-            design, seed = self.cases[k]
-            self.study.enqueue_trial(params_of(design, self.space), user_attrs={Attrs.SEED: seed, Attrs.CASE: k})
+            design, train, seed = self.cases[k] if len(self.cases[k]) == 3 else (self.cases[k][0], {}, self.cases[k][1])
+            params = {**params_of(design, self.space), **train_params(train, self.space)}  # (design, seed): before 0.2
+            self.study.enqueue_trial(params, user_attrs={Attrs.SEED: seed, Attrs.CASE: k})
 
     def _reseed(self) -> None:
         """A fresh sampler seeded by the count of the study's trials (those a dead driver left unfinished

@@ -15,6 +15,11 @@ finite list of values for some dimensions, e.g. ``{"lora_attn": {"bottleneck": [
 The trial picks ``{site}.method`` among ``"none"`` and the menu, then each listed dimension
 (``attn.bottleneck[lora_attn]``). Menus at every site make the space finite: ``grid(space)`` lists its designs
 (a tabular benchmark trains each of them).
+
+Training hyper-parameters are searched beside the design (``Space.train``: a hyper-parameter -> ``(low, high)`` or
+``{"values": (...)}``, ``trainers``' declarations narrowed by the spec's ``search_train``): each is one Optuna
+parameter ``train.NAME`` of every trial, sampled by ``suggest_train`` (log-uniformly where its declaration says).
+A configuration is a design and its hyper-parameters; ``configurations(space)`` lists a finite space's.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any, Protocol
 
 from peft_space import PRESETS, Categorical, Design
 from peft_space import DIMENSIONS, Boolean, Dimension, Float, Integer
+from trainers import hyperparameters
 
 NONE = "none"
 Menu = Mapping[str, Mapping[str, Sequence[Any]]]  # preset name -> dimension -> the values to try
@@ -46,6 +52,15 @@ class Space:
     values: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # dimension -> allowed values
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # dimension -> (low, high)
     menus: Mapping[str, Menu] = field(default_factory=dict)  # site -> its menu (instead of every dimension)
+    train: Mapping[str, Any] = field(default_factory=dict)  # hyper-parameter -> (low, high) | {"values": (...)}
+    designs: tuple[str, ...] = ()  # a grid's designs by ``menu_label`` (empty: every combination of the menus)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # a Space pickled before these fields: their defaults
+        self.__dict__.update({"train": {}, "designs": (), **state})
+
+
+TRAIN = "train."  # the Optuna parameters of sampled hyper-parameters: ``train.lr``
+LOG_SCALE = {h.name: h.log for h in hyperparameters()}  # as each hyper-parameter's declaration says
 
 
 def suggest(trial: Trial, space: Space) -> Design:
@@ -95,13 +110,67 @@ def menu_options(site: str, menu: Menu) -> list[tuple[dict[str, Any], dict[str, 
 
 
 def grid(space: Space) -> list[Design]:
-    """Every design of a finite space (a menu at every site), in a fixed order."""
+    """Every design of a finite space (a menu at every site), in a fixed order; only those ``space.designs`` names
+    where it names some."""
+    designs = combinations(space)
+    if not space.designs:
+        return designs
+    named = {menu_label(design, space): design for design in designs}
+    unknown = [label for label in space.designs if label not in named]
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not a combination of the menus ({', '.join(named)})")
+    return [named[label] for label in space.designs]
+
+
+def combinations(space: Space) -> list[Design]:
+    """Every combination of the menus' choices, one per site."""
     missing = [site for site in space.sites if site not in space.menus]
     if missing:
         raise ValueError(f"a grid needs a menu at every site; none at {', '.join(missing)}")
     per_site = [[mod for _, mod in menu_options(site, space.menus[site])] for site in space.sites]
     return [Design({site: mod for site, mod in zip(space.sites, mods) if mod is not None})
             for mods in itertools.product(*per_site)]
+
+
+def suggest_train(trial: Trial, space: Space) -> dict[str, Any]:
+    """Sample the space's training hyper-parameters: name -> value (the trial's overrides of the training config)."""
+    return {name: _suggest_hyperparameter(trial, name, searched) for name, searched in space.train.items()}
+
+
+def _suggest_hyperparameter(trial: Trial, name: str, searched: Any) -> Any:
+    if isinstance(searched, Mapping):
+        return trial.suggest_categorical(TRAIN + name, list(searched["values"]))
+    low, high = searched
+    if low == high:  # narrowed to one value: nothing to sample
+        return low
+    log = LOG_SCALE[name]
+    if isinstance(low, int) and isinstance(high, int):
+        return trial.suggest_int(TRAIN + name, low, high, log=log)
+    return trial.suggest_float(TRAIN + name, float(low), float(high), log=log)
+
+
+def train_params(train: Mapping[str, Any], space: Space) -> dict[str, Any]:
+    """The Optuna parameters that make ``suggest_train`` return ``train`` (for enqueueing a configuration)."""
+    params = {}
+    for name, searched in space.train.items():
+        value = train[name]
+        inside = value in searched["values"] if isinstance(searched, Mapping) else searched[0] <= value <= searched[1]
+        if not inside:
+            raise ValueError(f"{TRAIN}{name}: {value!r} is outside the search space {searched}")
+        if isinstance(searched, Mapping) or searched[0] != searched[1]:
+            params[TRAIN + name] = value
+    return params
+
+
+def configurations(space: Space) -> list[tuple[Design, dict[str, Any]]]:
+    """Every configuration of a finite space (a menu at every site, a list of values for every searched
+    hyper-parameter): each design of ``grid`` with each combination of values, in a fixed order."""
+    ranged = [name for name, searched in space.train.items() if not isinstance(searched, Mapping)]
+    if ranged:
+        raise ValueError(f"a grid needs a list of values for every searched hyper-parameter; a range for {', '.join(ranged)}")
+    names = list(space.train)
+    combos = [dict(zip(names, values)) for values in itertools.product(*(space.train[n]["values"] for n in names))]
+    return [(design, combo) for design in grid(space) for combo in combos]
 
 
 def _suggest(trial: Trial, dim: Dimension, values: dict[str, Any], space: Space) -> Any:
@@ -195,4 +264,5 @@ class _ParamCapture:
         return self.value
 
 
-__all__ = ["NONE", "Space", "grid", "menu_label", "menu_options", "params_of", "suggest"]
+__all__ = ["NONE", "TRAIN", "Space", "combinations", "configurations", "grid", "menu_label", "menu_options", "params_of", "suggest",
+           "suggest_train", "train_params"]

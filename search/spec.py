@@ -247,12 +247,62 @@ def _menus(name: str, value: Any) -> dict[str, dict[str, dict[str, tuple]]]:
     return menus
 
 
+def _labels(name: str, value: Any) -> tuple[str, ...]:
+    """``designs``: a list of design names (that each is a combination of the menus is a cross-field rule)."""
+    if not (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)) or len(set(value)) != len(value):
+        raise FieldError(name, value, "a list of distinct design names, e.g. [head only, prefix:16 + scaled_pa_ffn:128]")
+    return tuple(value)
+
+
 def _plugins(name: str, value: Any) -> tuple[str, ...]:
     try:
         import_plugins(value)
     except (ImportError, TypeError) as err:
         raise FieldError(name, value, f"importable module names ({err})") from None
     return tuple(value)
+
+
+def _search_train(name: str, value: Any) -> dict[str, Any]:
+    """``search_train``: hyper-parameters a search samples per trial, each ``null`` (what its declaration samples),
+    ``[low, high]`` inside what it allows, or ``{values: [...]}``; kept as ``(low, high)`` or ``{"values": (...)}``."""
+    given, problems, kept = _mapping(name, value, "a mapping hyper-parameter -> null, [low, high] or {values: [...]}"), [], {}
+    declared = {h.name: h for h in trainers.hyperparameters() if h.searchable}
+    for hyper, narrowed in given.items():
+        try:
+            if hyper not in declared:
+                raise FieldError(f"{name}.{hyper}", hyper, "searchable hyper-parameters " + ", ".join(declared))
+            kept[hyper] = _searched(f"{name}.{hyper}", declared[hyper], narrowed)
+        except FieldError as err:
+            problems.append(err)
+    _raise_all(problems)
+    return kept
+
+
+def _searched(name: str, declared: trainers.Hyperparameter, narrowed: Any) -> Any:
+    """One searched hyper-parameter: its declaration's range or values, or the spec's narrowing of them."""
+    if narrowed is None:
+        narrowed = {"values": list(declared.values)} if declared.values else list(declared.search)
+    allowed = f"null, [low, high] or {{values: [...]}}, each {declared.allowed}"
+    if isinstance(narrowed, Mapping) and set(narrowed) == {"values"} and isinstance(narrowed["values"], (list, tuple)):
+        values = [_hyper_value(name, declared, v, allowed) for v in narrowed["values"]]
+        if not values or len(set(values)) != len(values):
+            raise FieldError(name, narrowed, "a list of distinct values, each " + declared.allowed)
+        return {"values": tuple(values)}
+    if declared.search is None or not (isinstance(narrowed, (list, tuple)) and len(narrowed) == 2):
+        raise FieldError(name, narrowed, allowed if declared.search else "{values: [...]}, each " + declared.allowed)
+    low, high = (_hyper_value(name, declared, v, allowed) for v in narrowed)
+    if low > high or (declared.log and low <= 0):
+        raise FieldError(name, narrowed, "[low, high] with low ≤ high" + (", low > 0 (log scale)" if declared.log else ""))
+    return low, high
+
+
+def _hyper_value(name: str, declared: trainers.Hyperparameter, value: Any, allowed: str) -> Any:
+    if not (_number(value) or isinstance(value, str)):
+        raise FieldError(name, value, allowed)
+    try:
+        return trainers.coerce(declared.name, value)
+    except FieldError:
+        raise FieldError(name, value, allowed) from None
 
 
 def _train(name: str, value: Any) -> dict[str, Any]:
@@ -292,6 +342,9 @@ class Spec:
     menus: Mapping[str, Mapping[str, Mapping[str, tuple[Any, ...]]]] = spec_field(
         factory=dict, help="a site picks one of these presets (or none) at the listed values instead of every "
                            "dimension, e.g. {attn: {lora_attn: {bottleneck: [4, 16]}, prefix: {}}}", check=_menus)
+    designs: tuple[str, ...] = spec_field(
+        (), "sampler grid: only these designs of the menus, by the names tables give them (head only, bitfit(attn) + "
+            "bitfit(ffn), prefix:16 + scaled_pa_ffn:128); default: every combination", check=_labels)
     points_to_evaluate: tuple[str, ...] = spec_field((), "presets tried first (sizes set in preset_overrides)",
                                                 choices=lambda: list(peft_space.PRESETS))
     preset_overrides: Mapping[str, Mapping[str, Any]] = spec_field(
@@ -334,6 +387,10 @@ class Spec:
     train: Mapping[str, Any] = spec_field(
         factory=dict, help="training overrides, e.g. {lr: 1e-3, train_examples: 2000}: the keys below, each by "
                            "default the task's recipe, else the value shown (steps: asha.max_steps)", check=_train)
+    search_train: Mapping[str, Any] = spec_field(
+        factory=dict, help="training hyper-parameters sampled per trial beside the design, each null (its declared "
+                           "range), [low, high] or {values: [...]}, e.g. {lr: null, batch_size: {values: [16, 32]}}",
+        check=_search_train)
     data_dir: str | None = spec_field(None, "the task's local files (default: $PEFT_SEARCH_DATA, shared/data)", check=TEXT_OR_NULL)
     trainer: str = spec_field("train", "train; synthetic (a closed-form learning curve: a dry run of the whole stack "
                                        "in seconds); tabular (replays the curves recorded in `table`)", flag=True,
@@ -346,16 +403,16 @@ class Spec:
     def space(self) -> Any:
         from search.space import Space
 
-        return Space(self.sites, self.values, self.ranges, self.menus)
+        return Space(self.sites, self.values, self.ranges, self.menus, self.search_train, self.designs)
 
     @property
     def target(self) -> int:
         """How many designs to train: ``trials``, or every (design, seed) of a grid."""
         if self.sampler != "grid":
             return self.trials
-        from search.space import grid
+        from search.space import configurations
 
-        return len(grid(self.space())) * self.seeds
+        return len(configurations(self.space())) * self.seeds
 
     @property
     def task_def(self) -> trainers.Task:
@@ -426,6 +483,7 @@ def describe() -> str:
         lines.append(f"{declared.name}: {_yaml(default)}  # {field_help(declared)}")
         if declared.name == "train":  # its keys: the trainer's hyper-parameters, each with its declaration
             lines += [f"  train.{h.name}: {_yaml(h.default)}  # {h.help}; allowed: {h.allowed}"
+                      + (f"; search_train samples {h.searched()}" if h.searchable else "")
                       for h in trainers.hyperparameters() if h.name != "steps"]
     return "\n".join(lines)
 
@@ -541,6 +599,22 @@ def _grid_needs_menus(spec: Mapping[str, Any]) -> list[FieldError]:
                                           + ", ".join(uncovered) + ")")]
 
 
+def _designs_on_the_menus(spec: Mapping[str, Any]) -> list[FieldError]:
+    """``designs`` names combinations of the menus, for a grid."""
+    if not spec["designs"]:
+        return []
+    if spec["sampler"] != "grid":
+        return [FieldError("designs", list(spec["designs"]), "[] unless sampler is grid")]
+    from search.space import Space, combinations, menu_label
+
+    if any(site not in spec["menus"] for site in spec["sites"]):
+        return []  # _grid_needs_menus says so
+    space = Space(spec["sites"], menus=spec["menus"])
+    known = [menu_label(design, space) for design in combinations(space)]
+    return [FieldError("designs", label, "a combination of the menus: " + ", ".join(known))
+            for label in spec["designs"] if label not in known]
+
+
 def _table_with_tabular(spec: Mapping[str, Any]) -> list[FieldError]:
     table = spec["table"]
     if (table is None) == (spec["trainer"] != "tabular") and (table is None or Path(table).is_file()):
@@ -560,8 +634,20 @@ def _task_metric_and_training(spec: Mapping[str, Any]) -> list[FieldError]:
     return problems
 
 
+def _searched_once(spec: Mapping[str, Any]) -> list[FieldError]:
+    """A hyper-parameter is searched or fixed, not both (one value, one name); a grid lists the values it tries."""
+    both = [FieldError(f"train.{name}", spec["train"][name], "no value for a hyper-parameter search_train samples")
+            for name in spec["search_train"] if name in spec["train"]]
+    ranged = [name for name, searched in spec["search_train"].items() if not isinstance(searched, Mapping)]
+    if spec["sampler"] == "grid" and ranged:
+        both += [FieldError(f"search_train.{name}", spec["search_train"][name], "{values: [...]} with sampler: grid "
+                            "(a grid trains every configuration)") for name in ranged]
+    return both
+
+
 CROSS_FIELD: tuple[Callable[[Mapping[str, Any]], list[FieldError]], ...] = (
-    _menus_cover_searched_sites, _grid_needs_menus, _table_with_tabular, _task_metric_and_training)
+    _menus_cover_searched_sites, _grid_needs_menus, _designs_on_the_menus, _table_with_tabular,
+    _task_metric_and_training, _searched_once)
 """The rules that relate fields; each gets every field (checked, or its default) and returns its problems."""
 
 

@@ -26,6 +26,7 @@ import math
 import os
 import tempfile
 import time
+from dataclasses import asdict
 from typing import Any
 
 import ray
@@ -102,16 +103,19 @@ def synthetic(config: dict[str, Any]) -> None:
 
 
 def replay_table(config: dict[str, Any]) -> None:
-    """The table's recorded curve for this design and seed (``tabular.replica``), reported evaluation by evaluation."""
+    """The table's recorded curve for this configuration (the design and the trial's values of the hyper-parameters
+    the table varies) and seed (``tabular.replica``), reported evaluation by evaluation."""
     trial = read(config)
     task = trainers.TASKS[trial.task]
     total = trial.steps
     common = _common(trial)
-    curve = tabular.curve(tabular.load(trial.table), trial.design_id, trial.seed)
+    table = tabular.load(trial.table)
+    config_id = tabular.lookup(table, trial.design_id, asdict(trainers.resolve(task, dict(trial.train))))
+    curve = tabular.curve(table, config_id, trial.seed)
     if curve.empty or int(curve["step"].max()) != total:
         steps = sorted(set(curve["step"])) if not curve.empty else []
         tune.report({**common, "step": 0, "status": Status.FAILED,
-                     "error": f"design {trial.design_id} is not in the table {trial.table} with {total} steps "
+                     "error": f"configuration {config_id} is not in the table {trial.table} with {total} steps "
                               f"(recorded steps: {steps or 'none'})"})
         return
     for row in curve.itertuples():

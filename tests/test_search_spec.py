@@ -161,7 +161,8 @@ def test_each_field_is_declared_once_and_the_help_and_options_derive_from_it():
     hyper = [line.strip() for line in listing if line.startswith("  train.")]  # the trainer's, from its declarations
     assert [line.split(":")[0] for line in hyper] == [f"train.{h.name}" for h in trainers.hyperparameters()
                                                      if h.name != "steps"]
-    assert "train.lr: 0.0001  # peak learning rate of AdamW" in hyper[0] and hyper[0].endswith("allowed: a float > 0")
+    assert "train.lr: 0.0001  # peak learning rate of AdamW" in hyper[0]
+    assert hyper[0].endswith("allowed: a float > 0; search_train samples [1e-05, 0.01], log scale")
     train_help = subprocess.run([cli, "train", "--help"], capture_output=True, text=True, check=True,
                                 env={**os.environ, "COLUMNS": "400"}).stdout
     assert all(f"--{h.name.replace('_', '-')} " in train_help for h in trainers.hyperparameters())

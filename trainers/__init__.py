@@ -14,9 +14,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from trainers.config import Hyperparameter, TrainConfig, hyperparameters, resolve
+from trainers.config import Hyperparameter, TrainConfig, coerce, hyperparameters, resolve
 from trainers.defaults import DEFAULT_MODEL, FULL
-from trainers.metrics import SE
+from trainers.metrics import PREDICTED_SHARE, SE
 from trainers.status import Status
 from trainers.tasks import TASKS, Task, TaskKind, register_task, validation_metrics
 
@@ -31,6 +31,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'trainers' has no attribute {name!r}")
 
 
-__all__ = ["DEFAULT_MODEL", "FULL", "SE", "TASKS", "Hyperparameter", "Result", "Status", "Task", "TaskKind",
-           "TrainConfig", "budget_pct", "check_model", "evaluate", "hyperparameters", "load_base", "prepare",
+__all__ = ["DEFAULT_MODEL", "FULL", "PREDICTED_SHARE", "SE", "TASKS", "Hyperparameter", "Result", "Status", "Task",
+           "TaskKind",
+           "TrainConfig", "budget_pct", "check_model", "coerce", "evaluate", "hyperparameters", "load_base", "prepare",
            "register_task", "resolve", "train", "validation_metrics"]

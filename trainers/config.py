@@ -4,8 +4,11 @@ Each field is declared once, with ``hyperparameter``: its default, its help and 
 or a set of choices). ``resolve(task, overrides)`` merges field defaults, the task's recipe and the user's
 overrides and checks each value against its declaration, so that a typo, NaN or a value out of range is an error
 naming the field rather than a silent default or a failed run; ``hyperparameters()`` lists the declarations for
-``peft-search fields`` and ``peft-search train --help``. A searched range and its scale, once the search samples
-hyper-parameters, are more keys of the same metadata.
+``peft-search fields`` and ``peft-search train --help``.
+
+A field a search may sample also declares what it samples by default, as a design dimension does: a range
+(``search``, on a log scale with ``log``) or a list of ``values``. A spec's ``search_train`` picks which to
+sample and may narrow them (``search.space``).
 """
 
 from __future__ import annotations
@@ -21,19 +24,26 @@ from trainers.tasks import Task
 
 
 def hyperparameter(default: Any, help: str, *, low: float | None = None, high: float | None = None,
-                   open_low: bool = False, open_high: bool = False, choices: Sequence[str] = ()) -> Any:
+                   open_low: bool = False, open_high: bool = False, choices: Sequence[str] = (),
+                   search: tuple[float, float] | None = None, log: bool = False, values: Sequence[Any] = (),
+                   unrecorded: Any = None) -> Any:
     """One hyper-parameter, declared once: its default, its help and what it allows — a number from ``low`` (every
     number declares one) up to ``high`` if given (a bound is excluded where ``open_*``), or one of ``choices``; a bool
-    allows true or false. NaN and infinity are never allowed."""
+    allows true or false. NaN and infinity are never allowed. A searchable one says what a search samples by default:
+    the range ``search`` (log-uniformly with ``log``), or one of ``values``. ``unrecorded``: the value that applied to
+    runs recorded before the field existed, where it differs from ``default`` (``reproduce`` uses it for them)."""
     return dataclasses.field(default=default, metadata={"help": help, "low": low, "high": high, "open_low": open_low,
-                                                        "open_high": open_high, "choices": tuple(choices)})
+                                                        "open_high": open_high, "choices": tuple(choices),
+                                                        "search": search, "log": log, "values": tuple(values),
+                                                        "unrecorded": unrecorded})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     lr: float = hyperparameter(1e-4, "peak learning rate of AdamW (linear warm-up, then linear decay to 0)",
-                               low=0, open_low=True)
-    batch_size: int = hyperparameter(32, "sentences per optimiser step (reached by gradient accumulation)", low=1)
+                               low=0, open_low=True, search=(1e-5, 1e-2), log=True)
+    batch_size: int = hyperparameter(32, "sentences per optimiser step (reached by gradient accumulation)", low=1,
+                                     values=(8, 16, 32, 64))
     batch_tokens: int = hyperparameter(0, "tokens per optimiser step instead, source and target counted (MT); "
                                           "0: batch_size sentences", low=0)
     micro_batch: int = hyperparameter(16, "sentences per forward pass", low=1)
@@ -43,13 +53,13 @@ class TrainConfig:
     steps: int = hyperparameter(0, "optimiser steps; 0: epochs over the training data", low=0)
     epochs: float = hyperparameter(1.0, "passes over the training data when steps is 0", low=0, open_low=True)
     warmup_ratio: float = hyperparameter(0.0, "share of the steps the learning rate warms up over", low=0, high=1,
-                                         open_high=True)
-    weight_decay: float = hyperparameter(0.01, "AdamW's decoupled weight decay", low=0, high=1)
+                                         open_high=True, search=(0.0, 0.2))
+    weight_decay: float = hyperparameter(0.01, "AdamW's decoupled weight decay", low=0, high=1, search=(0.0, 0.1))
     label_smoothing: float = hyperparameter(0.0, "label smoothing of the cross-entropy", low=0, high=1,
-                                            open_high=True)
+                                            open_high=True, search=(0.0, 0.2))
     max_grad_norm: float = hyperparameter(1.0, "gradient clipping by global norm; 0: none", low=0)
     dropout: float = hyperparameter(0.1, "probability of every dropout layer, the pretrained model's included", low=0,
-                                    high=1, open_high=True)
+                                    high=1, open_high=True, search=(0.0, 0.3))
     max_source_length: int = hyperparameter(512, "input tokens kept (longer inputs are truncated)", low=1)
     max_target_length: int = hyperparameter(128, "target tokens kept (generation tasks)", low=1)
     num_beams: int = hyperparameter(1, "beams of the test split's generation", low=1)
@@ -66,6 +76,11 @@ class TrainConfig:
     threads: int = hyperparameter(0, "torch CPU threads; 0: torch's choice", low=0)
     base_dtype: str = hyperparameter("fp32", "dtype of the frozen pretrained weights: bf16 or fp16 halve them "
                                              "(what trains stays fp32)", choices=("fp32", "bf16", "fp16"))
+    pooling: str = hyperparameter("mean", "what a classification head reads: mean, the mean over the tokens (how "
+                                          "sentence-transformers checkpoints such as MiniLM were trained: its [CLS] "
+                                          "output is no sentence summary); cls, the first token (the checkpoint's own "
+                                          "head, e.g. BERT's pooler over [CLS]; runs recorded before 2026-12 used it)",
+                                  choices=("cls", "mean"), unrecorded="cls")
     gradient_checkpointing: bool = hyperparameter(False, "recompute each layer's activations in the backward "
                                                          "pass: less memory, more time")
 
@@ -91,12 +106,37 @@ class Hyperparameter:
     default: Any
     help: str
     allowed: str
+    search: tuple[float, float] | None = None  # the range a search samples by default
+    log: bool = False  # sampled on a log scale
+    values: tuple[Any, ...] = ()  # or the values it picks among
+    unrecorded: Any = None  # the value of runs recorded before it existed (None: its default)
+
+    @property
+    def searchable(self) -> bool:
+        return self.search is not None or bool(self.values)
+
+    def searched(self) -> str:
+        """What a search samples by default, in words ("" for a field no search samples)."""
+        if self.values:
+            return "one of " + ", ".join(map(str, self.values))
+        if self.search is None:
+            return ""
+        return f"[{self.search[0]:g}, {self.search[1]:g}]" + (", log scale" if self.log else "")
 
 
 def hyperparameters() -> list[Hyperparameter]:
-    """Every hyper-parameter with its default (a task's recipe may change it), help and what it allows."""
-    return [Hyperparameter(f.name, _type(f.name), f.default, f.metadata["help"], allowed(f.name))
+    """Every hyper-parameter with its default (a task's recipe may change it), help, what it allows and, for one a
+    search may sample, what it samples by default."""
+    return [Hyperparameter(f.name, _type(f.name), f.default, f.metadata["help"], allowed(f.name), f.metadata["search"],
+                           f.metadata["log"], f.metadata["values"], f.metadata["unrecorded"])
             for f in fields(TrainConfig)]
+
+
+def coerce(name: str, value: Any) -> Any:
+    """``value`` as the hyper-parameter ``name`` takes it, or ``FieldError`` saying what it allows."""
+    if name not in FIELDS:
+        raise FieldError(name, value, "hyper-parameters " + ", ".join(FIELDS))
+    return _coerce(name, value)
 
 
 def allowed(name: str) -> str:

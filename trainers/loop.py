@@ -24,8 +24,8 @@ from peft_space import DESIGN_FILE
 from trainers.config import TrainConfig, resolve
 from trainers.data import example_field, load_splits
 from trainers.defaults import DEFAULT_MODEL, FULL
-from trainers.metrics import normalise
-from trainers.models import DTYPES, Base, cast_frozen, load_base, prepare, set_checkpointing
+from trainers.metrics import PREDICTED_SHARE, normalise
+from trainers.models import DTYPES, Base, cast_frozen, load_base, prepare, set_checkpointing, set_pooling
 from trainers.status import Status
 from trainers.tasks import TASKS, Task
 
@@ -160,6 +160,8 @@ class Run:
         """The prepared base model with its design, set up for this run's memory options."""
         cast_frozen(model, DTYPES[self.config.base_dtype], self.base.fp32_weights)
         set_checkpointing(model, self.config.gradient_checkpointing)
+        if self.task.is_classification:
+            set_pooling(model, self.config.pooling)
         self._model = model
 
     # -- data ------------------------------------------------------------------------------------------
@@ -205,12 +207,16 @@ class Run:
                 yield [examples[j] for j in order[i : i + size]]
 
     def optimiser_batches(self, examples: list[dict[str, Any]]) -> Iterator[list[list[dict[str, Any]]]]:
-        """Groups of micro-batches that make one optimiser step: ``batch_size`` sentences or ``batch_tokens`` tokens."""
+        """Groups of micro-batches that make one optimiser step: exactly ``batch_size`` sentences (a micro-batch that
+        would overshoot is split, its rest opening the next step), or at least ``batch_tokens`` tokens."""
         micro, c = self.micro_batches(examples), self.config
+        rest: list[dict[str, Any]] = []
         while True:
             group, sentences, tokens = [], 0, 0
             while (tokens < c.batch_tokens) if c.batch_tokens else (sentences < c.batch_size):
-                chunk = next(micro)
+                chunk, rest = (rest, []) if rest else (next(micro), [])
+                if not c.batch_tokens and sentences + len(chunk) > c.batch_size:
+                    chunk, rest = chunk[: c.batch_size - sentences], chunk[c.batch_size - sentences :]
                 group.append(chunk)
                 sentences += len(chunk)
                 tokens += sum(len(e["input_ids"]) + (0 if self.task.is_classification else len(e["labels"]))
@@ -264,7 +270,8 @@ class Run:
             total_loss += float(nn.functional.cross_entropy(logits, batch["labels"], reduction="sum"))
             predictions += logits.argmax(-1).tolist()
         metrics = self.task.metric(predictions, [e["labels"] for e in examples])
-        return {**metrics, "loss": total_loss / len(examples)}
+        top = max(predictions.count(label) for label in set(predictions)) if predictions else 0
+        return {**metrics, "loss": total_loss / len(examples), PREDICTED_SHARE: top / max(1, len(predictions))}
 
     def _seq2seq(self, examples: list[dict[str, Any]], generate: bool) -> dict[str, float]:
         nll, tokens, predictions = 0.0, 0, []
@@ -309,7 +316,7 @@ class Run:
                    "test_size": len(test_set)}
         evaluations = eval_steps(total, c.eval_every or max(1, total // 5), c.eval_growth)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        optimiser = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+        optimiser = torch.optim.AdamW(decay_groups(params, c.weight_decay), lr=c.lr)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, _linear(total, round(c.warmup_ratio * total)))
         result = Result(Status.COMPLETED, 0, {}, {}, budget=budget, config=config)
         torch.manual_seed(self.seed)  # dropout draws
@@ -356,6 +363,15 @@ class Run:
         optimiser.step()
         optimiser.zero_grad(set_to_none=True)
         return value.item()
+
+
+def decay_groups(params: list[nn.Parameter], weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW's parameter groups: weight decay on the weight matrices (LoRA's and adapters' projections, prefix and
+    prompt vectors, the head's weight, full fine-tuning's matrices), none on what is a vector or a number (biases,
+    BitFit's shifts, layer norms, gates, learned scales), as transformers' Trainer spares biases and layer norms:
+    shrinking those towards 0 is not a simpler model, it is a different one."""
+    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
 
 
 def items(task: Task, labels: torch.Tensor) -> int:

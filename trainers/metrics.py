@@ -13,6 +13,7 @@ import unicodedata
 from typing import Any
 
 SE = "_se"  # a metric's standard error is reported under its name + SE
+PREDICTED_SHARE = "predicted_share"  # of a classification split: the share of its most-predicted class (1.0: one class)
 BOOTSTRAP = 200  # resamples for corpus-level metrics (BLEU) that have no closed-form standard error
 # what an evaluation computes from the model's scores of the given targets (the loss, its exponential and the
 # argmax label's accuracy); any other metric (ROUGE, BLEU) is computed on generated text

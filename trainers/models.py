@@ -194,3 +194,43 @@ def set_checkpointing(model: nn.Module, on: bool) -> None:
     # enabling also hooks the input embeddings to make their output require grad (which only reentrant checkpointing
     # needs): that would spend backward work on the embeddings' output gradient, and disabling leaves the hook behind
     model.disable_input_require_grads()
+
+
+POOLING_HOOKS = "_pooling_hooks"  # the model attribute holding the hooks of ``set_pooling``
+
+
+def set_pooling(model: nn.Module, pooling: str) -> None:
+    """What a classification head reads. ``cls``: the first token, as the checkpoint's head does (BERT's pooler,
+    RoBERTa's head). ``mean``: the mean over the non-padding tokens, put where the head reads, so that every head
+    that reads the first token (BERT's pooler, RoBERTa's, ELECTRA's, DeBERTa's) reads the mean instead. MiniLM
+    (``all-MiniLM-L6-v2``) was trained to be read by mean pooling; its [CLS] output is not a sentence summary.
+    The hooks are replaced at every call: the cached base model serves trials with either."""
+    for handle in getattr(model, POOLING_HOOKS, ()):
+        handle.remove()
+    setattr(model, POOLING_HOOKS, [])
+    if pooling == "cls":
+        return
+    base = getattr(model, "base_model", model)
+    encoder = getattr(base, "encoder", None) or getattr(base, "transformer", None)
+    if not isinstance(encoder, nn.Module) or encoder is base:
+        raise FieldError("pooling", pooling, f"'cls' for {type(model).__name__} (mean pooling rewrites its "
+                                             "encoder's output, which this model does not have apart)")
+    mask: dict[str, torch.Tensor | None] = {}
+
+    def keep_mask(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        mask["value"] = kwargs.get("attention_mask")  # prompt tuning's extended mask, where it applies
+
+    def mean_first(module: nn.Module, args: tuple, output: Any) -> Any:
+        hidden = output[0]
+        weights = mask.get("value")
+        weights = torch.ones(hidden.shape[:2], device=hidden.device) if weights is None else weights
+        weights = weights[:, -hidden.shape[1]:].unsqueeze(-1).to(hidden.dtype)
+        mean = (hidden * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True).clamp(min=1)
+        pooled = torch.cat([mean, hidden[:, 1:]], dim=1)
+        if isinstance(output, tuple):
+            return (pooled, *output[1:])
+        output[0 if not hasattr(output, "last_hidden_state") else "last_hidden_state"] = pooled
+        return output
+
+    setattr(model, POOLING_HOOKS, [base.register_forward_pre_hook(keep_mask, with_kwargs=True),
+                                   encoder.register_forward_hook(mean_first)])
