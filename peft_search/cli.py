@@ -176,7 +176,8 @@ def run(
                                                      "`peft-search fields`); none: the embedded default (MiniLM "
                                                      "on SST-2, about 10 minutes on 2 CPUs)")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Any other spec field, dotted for nested ones: "
-                                            "asha.max_steps=60, train.lr=3e-4, values.form=\\[linear,relu]; repeatable")] = [],
+                                            "asha.max_steps=60, search_train.lr=\\[1e-4,1e-3], train.dropout=0, "
+                                            "values.form=\\[linear,relu]; repeatable")] = [],
     smoke: Annotated[bool, typer.Option(help="A tiny profile of the same path (4 trials of a few steps): checks "
                                         "that everything runs; other options still apply")] = False,
     verbose: Annotated[int, typer.Option(help="Ray Tune output: 0 silent, 1 status, 2 every result")] = 1,

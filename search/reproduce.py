@@ -9,6 +9,7 @@ format where the design is LoRA).
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -17,6 +18,9 @@ from typing import Any
 from peft_space import DESIGN_FILE, Design, DesignError, FieldError
 from search.mlflow_runs import client
 from search.schema import Artifacts, Params, Status, Tags
+
+
+TRAINING_FILE = "training.json"  # beside an exported modification: what trained it
 
 
 def _run(tracking_uri: str, run_id: str) -> Any:
@@ -30,13 +34,13 @@ def _run(tracking_uri: str, run_id: str) -> Any:
 def recorded_inputs(run: Any) -> dict[str, Any]:
     """``trainers.train``'s arguments as the run recorded them; a hyper-parameter added since the run was recorded
     takes the value that applied then (its declaration's ``unrecorded``)."""
-    from trainers import hyperparameters
+    from trainers import coerce, hyperparameters
 
     params = run.data.params
     missing = [k for k in ("task", "model", Params.SEED, "data") if k not in params]
     if missing:
         raise FieldError("RUN_ID", run.info.run_id, f"a finished trial run (this one lacks {', '.join(missing)})")
-    hyper = {h.name: params.get(h.name, h.unrecorded) for h in hyperparameters()
+    hyper = {h.name: coerce(h.name, params.get(h.name, h.unrecorded)) for h in hyperparameters()
              if h.name in params or h.unrecorded is not None}
     data = params["data"]
     return {"task": params["task"], "model": params["model"], "seed": int(params[Params.SEED]),
@@ -88,7 +92,8 @@ def _weights_run(mlflow: Any, run: Any) -> str:
 
 
 def export(tracking_uri: str, run_id: str, out: str | Path) -> Path:
-    """Write run ``run_id``'s trained modification to ``out`` (``peft_space.load`` reads it back); LoRA designs
+    """Write run ``run_id``'s trained modification to ``out`` (``peft_space.load`` reads it back) with what it was
+    trained with (``TRAINING_FILE``: task, model, seed, hyper-parameters, the sampled ones included); LoRA designs
     are also written in HF peft's format under ``out/peft``."""
     import peft_space
     import trainers
@@ -103,6 +108,7 @@ def export(tracking_uri: str, run_id: str, out: str | Path) -> Path:
         for file in source.iterdir():
             (out / file.name).write_bytes(file.read_bytes())
     inputs = recorded_inputs(run)
+    (out / TRAINING_FILE).write_text(json.dumps(inputs, indent=2, sort_keys=True))
     task = trainers.TASKS[inputs["task"]]
     base = trainers.load_base(inputs["model"], task.kind, task.num_labels)
     design = Design.from_json((out / DESIGN_FILE).read_text())

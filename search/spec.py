@@ -636,12 +636,13 @@ def _task_metric_and_training(spec: Mapping[str, Any]) -> list[FieldError]:
 
 def _searched_once(spec: Mapping[str, Any]) -> list[FieldError]:
     """A hyper-parameter is searched or fixed, not both (one value, one name); a grid lists the values it tries."""
-    both = [FieldError(f"train.{name}", spec["train"][name], "no value for a hyper-parameter search_train samples")
+    both = [FieldError(f"train.{name}", spec["train"][name], f"no value for a hyper-parameter search_train samples "
+                                                              f"(to fix {name}, drop it from search_train)")
             for name in spec["search_train"] if name in spec["train"]]
     ranged = [name for name, searched in spec["search_train"].items() if not isinstance(searched, Mapping)]
     if spec["sampler"] == "grid" and ranged:
-        both += [FieldError(f"search_train.{name}", spec["search_train"][name], "{values: [...]} with sampler: grid "
-                            "(a grid trains every configuration)") for name in ranged]
+        both += [FieldError(f"search_train.{name}", list(spec["search_train"][name]), "{values: [...]} with sampler: "
+                            "grid (a grid trains every configuration)") for name in ranged]
     return both
 
 

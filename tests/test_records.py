@@ -52,15 +52,20 @@ def test_the_smoke_profile_prints_the_front_and_pareto_reads_it_back(smoke):
     front = [row for row in summary["rows"] if row["on_front"]]
     assert front and f"{NAME}: Pareto front" in smoke["stdout"]
     assert all(f"trial {row['trial']}:" in smoke["stdout"] and row["design"] in smoke["stdout"] for row in front)
+    sampled = {r.data.tags["optuna_trial"]: float(r.data.params["lr"]) for r in smoke["runs"]}
+    assert all(row["train"] == {"lr": pytest.approx(sampled[str(row["trial"])])} for row in summary["rows"])
+    assert "hyper-parameters" in smoke["stdout"] and "lr=" in smoke["stdout"]  # the front table shows them
 
 
 def test_each_trial_run_holds_its_design_hyper_parameters_history_and_outcome(smoke):
     runs = smoke["runs"]
     assert len(runs) == 4 and all(r.data.tags["mlflow.parentRunId"] == smoke["parent"].info.run_id for r in runs)
+    assert len({r.data.params["lr"] for r in runs}) == 4  # sampled per trial (default.yaml: search_train)
     for run in runs:
         params, tags = run.data.params, run.data.tags
         assert {"attn.form", "ffn.form", "task", "model", "seed", "lr", "threads", "data", "version.torch"} <= set(params)
         assert params["threads"] == "1" and (Path(params["data"]) / "sst2" / "train.tsv").is_file()
+        assert "train.lr" not in params and 1e-4 <= float(params["lr"]) <= 1e-2  # searched: one name, its own
         assert tags["status"] in ("completed", "stopped") and tags["pareto"] in ("true", "false") and tags["design_id"]
         history = smoke["client"].get_metric_history(run.info.run_id, "accuracy")
         assert [m.step for m in history] == ([2, 4] if tags["status"] == "completed" else [2])
@@ -94,6 +99,7 @@ def test_confirmation_runs_are_named_and_linked_to_the_trial_they_confirm(smoke)
         original = by_id[confirmation.data.tags["peft_search.confirms"]]
         seed = confirmation.data.params["seed"]
         assert seed != original.data.params["seed"]
+        assert confirmation.data.params["lr"] == original.data.params["lr"]  # the configuration, not the spec's lr
         assert confirmation.info.run_name == f"{original.info.run_name}-confirm-seed{seed}"
         assert original.info.run_name in confirmation.data.tags["mlflow.note.content"]
         assert confirmation.data.tags["optuna_trial"] == original.data.tags["optuna_trial"]
@@ -172,6 +178,7 @@ def test_export_writes_weights_that_score_the_recorded_metric(smoke, tmp_path):
             assert done.returncode == 0, done.stderr[-2000:]
             assert (again / "modification.safetensors").read_bytes() == (out / "modification.safetensors").read_bytes()
         inputs = recorded_inputs(run)
+        assert json.loads((out / "training.json").read_text())["lr"] == float(run.data.params["lr"])
         task, model, data = inputs.pop("task"), inputs.pop("model"), inputs.pop("data_dir")
         inputs.pop("seed")
         assert trainers.evaluate(task, out, model=model, data_dir=data, **inputs)["accuracy"] == run.data.metrics["accuracy"]

@@ -86,6 +86,25 @@ UNSOUND = [
     ({"train": {"lr": float("nan")}}, "train.lr: nan is not allowed"),
     ({"train": {"lr": float("inf")}}, "train.lr: inf is not allowed"),
     ({"train": {"warmup_ratio": float("nan")}}, "train.warmup_ratio: nan is not allowed"),
+    ({"search_train": {"lr": [1e-3, 1e-4]}}, "search_train.lr: [0.001, 0.0001] is not allowed; allowed: [low, high] "
+                                             "with low ≤ high"),
+    ({"search_train": {"lr": [float("nan"), 1e-2]}}, "search_train.lr: nan is not allowed"),
+    ({"search_train": {"warmup_ratio": [0, 1]}}, "search_train.warmup_ratio: 1 is not allowed; allowed: null, [low, "
+                                                 "high] or {values: [...]}, each a float in [0, 1)"),
+    ({"search_train": {"dropout": {"values": [0.1, 0.1]}}}, "search_train.dropout: {'values': [0.1, 0.1]} is not"),
+    ({"search_train": {"lr": {"values": []}}}, "search_train.lr: {'values': []} is not allowed"),
+    ({"search_train": {"batch_size": [8, 64]}}, "search_train.batch_size: [8, 64] is not allowed; allowed: {values:"),
+    ({"search_train": {"momentum": None}}, "search_train.momentum: 'momentum' is not allowed; allowed: searchable "
+                                           "hyper-parameters lr, batch_size"),
+    ({"search_train": ["lr"]}, "search_train: ['lr'] is not allowed"),
+    ({"search_train": {"lr": None}, "train": {"lr": 1e-3}}, "train.lr: 0.001 is not allowed; allowed: no value for a "
+                                                            "hyper-parameter search_train samples"),
+    ({"sampler": "grid", "menus": {"attn": {"lora_attn": {}}, "ffn": {"pa_ffn": {}}}, "search_train": {"lr": None}},
+     "search_train.lr: [1e-05, 0.01] is not allowed; allowed: {values: [...]} with sampler: grid"),
+    ({"designs": ["head only"]}, "designs: ['head only'] is not allowed; allowed: [] unless sampler is grid"),
+    ({"sampler": "grid", "menus": {"attn": {"lora_attn": {}}, "ffn": {"pa_ffn": {}}}, "designs": ["mam"]},
+     "designs: 'mam' is not allowed; allowed: a combination of the menus: head only, pa_ffn, lora_attn, "),
+    ({"train": {"pooling": "max"}}, "train.pooling: 'max' is not allowed; allowed: one of 'cls', 'mean'"),
 ]
 
 

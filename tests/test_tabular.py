@@ -1,7 +1,10 @@
 """The tabular benchmark: honest splits, the table's true front, the evaluation ladder, and replaying a table
 through the real search (``peft-search run`` with the tabular trainer on the two-node Ray cluster)."""
 
+import itertools
 import math
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 import trainers
 from search import tabular
+from search.schema import configuration_id
 from search.space import Space, grid, menu_label, params_of, suggest
 from search.spec import SpecError, load, parse
 from trainers.data import load_splits
@@ -231,3 +235,130 @@ def _completed(spec: dict) -> list:
     except KeyError:
         return []
     return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+LRS = (1e-3, 3e-3)
+
+
+@pytest.fixture
+def joint_table(tmp_path):
+    """A table over (design, lr) for four designs of ``MENUS``: each design's best rate differs."""
+    space = Space(("attn", "ffn"), menus=MENUS)
+    rows = []
+    for i, design in enumerate(grid(space)[:4]):
+        budget = trainers.budget_pct("minilm", "classification", 2, design)
+        for lr, seed, step in itertools.product(LRS, (0, 1), (2, 4, 8)):
+            metric = 0.6 + 0.02 * i + (0.1 if (i % 2 == 0) == (lr == LRS[0]) else 0.0) + 0.01 * seed + step / 400
+            rows.append({"design_id": design.id, "config_id": configuration_id(design.id, {"lr": lr}), "lr": lr,
+                         "name": menu_label(design, space), "seed": seed, "step": step, "budget_pct": budget,
+                         "valid_metric": metric, "valid_metric_se": 0.01, "valid_loss": 1 - metric,
+                         "test_metric": metric - 0.01 if step == 8 else None,
+                         "test_metric_se": 0.01 if step == 8 else None, "seconds": step * 0.1, "reference": False})
+    path = tmp_path / "joint.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path, [menu_label(d, space) for d in grid(space)[:4]]
+
+
+def test_a_joint_table_keys_configurations_and_its_front_is_over_design_and_lr(joint_table):
+    table = tabular.load(joint_table[0])
+    assert tabular.hyperparameter_columns(table) == ["lr"]
+    final = tabular.final(table)
+    assert len(final) == 4 * 2 and set(final["lr"]) == set(LRS) and (final["seeds"] == 2).all()
+    front = tabular.true_front(table)
+    assert front["config_id"].is_unique and set(front["config_id"]) <= set(final["config_id"])
+    assert tabular.lookup(table, table["design_id"].iloc[0], {"lr": 0.003, "dropout": 0.1}).endswith("@lr=0.003")
+
+
+def test_a_replayed_joint_search_records_the_tables_numbers_and_confirms_the_configuration(tmp_path, joint_table,
+                                                                                          ray_cluster):
+    path, names = joint_table
+    spec = {"name": "joint", "trainer": "tabular", "table": str(path), "sites": ["attn", "ffn"], "menus": MENUS,
+            "sampler": "grid", "designs": names, "seeds": 2, "search_train": {"lr": {"values": list(LRS)}},
+            "scheduler": "none", "concurrency": 2, "seed": 3, "confirm_seeds": 1,
+            "asha": {"grace_period": 2, "reduction_factor": 2, "max_steps": 8}, "root": str(tmp_path),
+            "storage": f"sqlite:///{tmp_path}/optuna.db", "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    done = subprocess.run([*CLI, "run", str(tmp_path / "spec.yaml"), "--address", ray_cluster, "--verbose", "0"],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    table = tabular.load(path)
+    client = MlflowClient(spec["tracking_uri"])
+    experiment = client.get_experiment_by_name("joint").experiment_id
+    runs = client.search_runs([experiment], filter_string="tags.ray_trial_id != ''", max_results=100)
+    trials = [r for r in runs if r.data.tags["confirmation"] == "false"]
+    assert len(trials) == 16 and {(r.data.tags["design_id"], float(r.data.params["lr"]), r.data.params["seed"])
+                                  for r in trials} == set(itertools.product(table["design_id"], LRS, ("3", "4")))
+    for run in runs:
+        assert "train.lr" not in run.data.params
+        config = configuration_id(run.data.tags["design_id"], {"lr": float(run.data.params["lr"])})
+        curve = tabular.curve(table, config, int(run.data.params["seed"]))
+        history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "accuracy")}
+        assert history == dict(zip(curve["step"], curve["valid_metric"]))
+    by_id = {r.info.run_id: r for r in runs}
+    confirmations = [r for r in runs if r.data.tags["confirmation"] == "true"]
+    assert confirmations and all(by_id[c.data.tags["peft_search.confirms"]].data.params["lr"] == c.data.params["lr"]
+                                 for c in confirmations)
+    study = optuna.load_study(study_name="joint", storage=spec["storage"])
+    assert all(t.params["train.lr"] == t.user_attrs["train"]["lr"] for t in study.trials)
+    assert "hyper-parameters" in done.stdout and "lr=0.001" in done.stdout
+    assert "exact decomposition" in done.stdout  # a complete grid: design, lr, their interaction, seeds
+
+
+def test_a_fixed_learning_rate_replays_its_own_rows_of_a_joint_table(tmp_path, joint_table, ray_cluster):
+    path, names = joint_table
+    spec = {"name": "fixed", "trainer": "tabular", "table": str(path), "sites": ["attn", "ffn"], "menus": MENUS,
+            "sampler": "grid", "designs": names[:2], "seeds": 1, "train": {"lr": LRS[1]}, "scheduler": "none",
+            "asha": {"grace_period": 2, "reduction_factor": 2, "max_steps": 8}, "root": str(tmp_path),
+            "ray_address": ray_cluster, "storage": f"sqlite:///{tmp_path}/optuna.db",
+            "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}
+    from search import runner
+
+    runner.run(parse(spec), verbose=0)
+    table = tabular.load(path)
+    client = MlflowClient(spec["tracking_uri"])
+    runs = client.search_runs([client.get_experiment_by_name("fixed").experiment_id], "tags.ray_trial_id != ''")
+    assert len(runs) == 2
+    for run in runs:
+        curve = tabular.curve(table, configuration_id(run.data.tags["design_id"], {"lr": LRS[1]}), 0)
+        assert run.data.metrics["accuracy"] == pytest.approx(curve["valid_metric"].iloc[-1])
+
+
+def test_a_joint_grid_holds_every_case_at_every_rung_and_resumes_from_the_csv_alone(tmp_path, ray_cluster):
+    """``peft-search tabulate`` over designs × learning rates; then, as on a fresh clone (no stores, the CSV with
+    some cases missing), a rerun trains exactly the missing cases."""
+    spec = {"name": "joint-grid", "trainer": "synthetic", "sites": ["attn", "ffn"], "sampler": "grid", "seeds": 2,
+            "menus": {"attn": {"lora_attn": {"bottleneck": [4]}}, "ffn": {"pa_ffn": {"bottleneck": [16]}}},
+            "designs": ["head only", "lora_attn:4 + pa_ffn:16", "pa_ffn:16"],
+            "search_train": {"lr": {"values": list(LRS)}}, "scheduler": "none", "concurrency": 2,
+            "ray_address": ray_cluster, "train": {"eval_every": 2},
+            "asha": {"grace_period": 2, "reduction_factor": 2, "max_steps": 4}, "root": str(tmp_path / "stores"),
+            "storage": f"sqlite:///{tmp_path}/stores/optuna.db", "tracking_uri": f"sqlite:///{tmp_path}/stores/mlflow.db"}
+    (tmp_path / "stores").mkdir()
+    (tmp_path / "joint.yaml").write_text(yaml.safe_dump(spec))
+    out = tmp_path / "joint.csv"
+
+    def tabulate() -> None:
+        done = subprocess.run([*CLI, "tabulate", str(tmp_path / "joint.yaml"), "--full-lr", "1e-4", "--full-lr", "2e-4",
+                               "--verbose", "0"], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    tabulate()
+    table = tabular.load(out)
+    expected = {(configuration_id(d, {"lr": lr}), s) for d in {r for r in table["design_id"] if r != "full"}
+                for lr in LRS for s in (0, 1)} | {(f"full@lr={lr:g}", s) for lr in (1e-4, 2e-4) for s in (0, 1)}
+    assert len(expected) == 3 * 2 * 2 + 4
+    rungs = table.groupby(["config_id", "seed"])["step"].apply(frozenset)
+    assert set(rungs.index) == expected and set(rungs) == {frozenset({2, 4})}
+    dropped = sorted(expected)[::3]
+    shutil.rmtree(tmp_path / "stores")  # a fresh clone: the committed CSV only
+    (tmp_path / "stores").mkdir()
+    keep = [(c, s) not in dropped for c, s in zip(table["config_id"], table["seed"])]
+    table[keep].to_csv(out, index=False)
+    tabulate()
+    client = MlflowClient(spec["tracking_uri"])
+    retrained = [(configuration_id(r.data.tags["design_id"], {"lr": float(r.data.params["lr"])}),
+                  int(r.data.params["seed"])) for r in client.search_runs(
+                     [client.get_experiment_by_name("joint-grid").experiment_id], "tags.ray_trial_id != ''")]
+    assert sorted(retrained) == dropped  # only what the CSV lacked, once each
+    again = tabular.load.__wrapped__(out)
+    assert set(again.groupby(["config_id", "seed"])["step"].apply(frozenset).index) == expected
