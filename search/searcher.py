@@ -114,10 +114,13 @@ class DesignSearcher(Searcher):
             self.study.enqueue_trial(params, user_attrs={Attrs.SEED: seed, Attrs.CASE: k})
 
     def _reseed(self) -> None:
-        """A fresh sampler seeded by the count of the study's trials (those a dead driver left unfinished
-        aside): the designs drawn depend only on the seed and the study, not on this process's history, so a
-        resumed search draws what the uninterrupted one would have."""
-        asked = sum(1 for t in self.study.get_trials(deepcopy=False) if Attrs.INTERRUPTED not in t.user_attrs)
+        """A fresh sampler seeded by the count of the study's trials asked so far (those a dead driver left
+        unfinished aside): the designs drawn depend only on the seed and the study, not on this process's history, so
+        a resumed search draws what the uninterrupted one would have. Enqueued trials not yet asked do not count:
+        the paper's methods are enqueued together, and each samples what it leaves open (its learning rate) with a
+        seed of its own."""
+        asked = sum(1 for t in self.study.get_trials(deepcopy=False)
+                    if Attrs.INTERRUPTED not in t.user_attrs and t.state != TrialState.WAITING)
         self.study.sampler = self.sampler(self.seed + asked)
 
     def _handed_out(self) -> set[str]:
