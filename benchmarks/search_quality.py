@@ -9,7 +9,10 @@ scheduler objects (Ray's `ASHAScheduler`, `search.pareto_asha.ParetoASHASchedule
 recorded evaluation, as Ray Tune would call them. Trials run `--concurrency` at a time on simulated workers whose
 clock is the table's recorded `seconds` (Syne Tune's simulator backend does the same): results arrive in the
 order a real cluster would see them, and the steps spent are counted exactly. The search runs until it has spent
-`--budget` full-training equivalents (FTE: one design trained to the last step).
+`--budget` full-training equivalents (FTE: one configuration — a design and its hyper-parameters — trained to
+the last step). `--table`/`--spec` pick the ground truth: the design table (fixed lr 1e-3) or the joint one over
+(design, lr), `sst2_minilm_lr`, where a spec with `search_train` searches the learning rate and one without it
+replays its fixed `train.lr` rows (the baseline).
 
 What a search **returns** at any moment is the Pareto front of its completed trials by the validation metric it
 saw (one table seed, noisy). It is scored with the table's seed-mean **test** metric: the hypervolume of those
@@ -101,7 +104,7 @@ def replay(table: Any, spec: Any, sampler: str, scheduler_kind: str, seed: int, 
     clock, events, order, spent = 0.0, [], 0, 0
     curves: dict[str, Any] = {}
     reached: dict[str, int] = {}
-    done: list[tuple[float, float, str]] = []  # (validation metric, budget, design id) of completed trials
+    done: list[tuple[float, float, str]] = []  # (validation metric, budget, configuration id) of completed trials
     history = Replay()
     running = 0
     while spent < budget_steps:
@@ -111,8 +114,9 @@ def replay(table: Any, spec: Any, sampler: str, scheduler_kind: str, seed: int, 
             if config in (None, Searcher.FINISHED):
                 break
             design = Design.from_dict(config["design"]).id
-            curves[tid] = tabular.curve(table, design, seed).to_dict("records")
-            trial = Trial(tid, {"design": design, "budget": config["budget"]})
+            configuration = tabular.lookup(table, design, {**spec.train, **config.get("train", {})})
+            curves[tid] = tabular.curve(table, configuration, seed).to_dict("records")
+            trial = Trial(tid, {"design": configuration, "budget": config["budget"]})
             scheduler.on_trial_add(None, trial)
             heapq.heappush(events, (clock + curves[tid][0]["seconds"], order, trial, 0))
             reached[tid], order, running = 0, order + 1, running + 1
@@ -145,8 +149,8 @@ def replay(table: Any, spec: Any, sampler: str, scheduler_kind: str, seed: int, 
 
 
 def confirmed_front(table: Any, done: list[tuple[float, float, str]], seed: int, confirm: int) -> tuple[list[str], int]:
-    """The designs a search returns from its completed trials ``done``, and the steps its confirmation costs:
-    none without ``confirm``; else every front design re-trained with seeds seed+1..seed+confirm (to the last
+    """The configurations a search returns from its completed trials ``done``, and the steps its confirmation
+    costs: none without ``confirm``; else every front configuration re-trained with seeds seed+1..seed+confirm (to the last
     step) and the front recomputed with each one's median validation metric over its seeds (``search.conclude.confirm``)."""
     from search import tabular
     from search.pareto import front
@@ -163,8 +167,9 @@ def confirmed_front(table: Any, done: list[tuple[float, float, str]], seed: int,
 
 
 def ceiling(table: Any, reference: tuple[float, float], true_hv: float) -> dict[str, float]:
-    """What no search that trains each design once can beat: every design trained, the front by one seed's
-    validation metric (per table seed), and by the median over the table's seeds; scored like the searches."""
+    """What no search that trains each configuration once can beat: every configuration trained (designs ×
+    hyper-parameter values FTE), the front by one seed's validation metric (per table seed), and by the median over
+    the table's seeds; scored like the searches."""
     from search import tabular
     from search.pareto import front
 
@@ -173,9 +178,9 @@ def ceiling(table: Any, reference: tuple[float, float], true_hv: float) -> dict[
     for seed in tabular.seeds(table):
         rows = last[last["seed"] == seed]
         keep = front(list(zip(rows["valid_metric"], rows["budget_pct"])))
-        fraction[f"seed {seed}"] = tabular.scored_hypervolume(table, [rows["design_id"].iloc[i] for i in keep],
+        fraction[f"seed {seed}"] = tabular.scored_hypervolume(table, [rows["config_id"].iloc[i] for i in keep],
                                                               reference) / true_hv
-    medians = last.groupby("design_id").agg(metric=("valid_metric", "median"), budget=("budget_pct", "first"))
+    medians = last.groupby("config_id").agg(metric=("valid_metric", "median"), budget=("budget_pct", "first"))
     keep = front(list(zip(medians["metric"], medians["budget"])))
     fraction["median of seeds"] = tabular.scored_hypervolume(table, list(medians.index[keep]), reference) / true_hv
     return fraction
@@ -198,6 +203,8 @@ def main() -> None:
     parser.add_argument("--methods", default="", help="SAMPLER/SCHEDULER,... (default: every combination)")
     parser.add_argument("--out", default=str(HERE / "results" / "search_quality"),
                         help="PREFIX of the .json/.md/.png written; methods already in PREFIX.json are not run again")
+    parser.add_argument("--fixed-lr", type=float, help="replay the methods with this learning rate fixed instead of "
+                                                         "searched (a joint table's baseline)")
     parser.add_argument("--peer", nargs="*", default=[str(p) for p in sorted((HERE / "results").glob("moasha_peer*.json"))],
                         help="search histories of peer methods (benchmarks/moasha_peer.py), scored the same way")
     args = parser.parse_args()
@@ -211,16 +218,19 @@ def main() -> None:
     everything = tabular.load(args.table)
     table = everything[~everything["reference"].astype(bool)]
     spec = load(args.spec)
+    if args.fixed_lr is not None:
+        spec = dataclasses.replace(spec, search_train={}, train={**spec.train, "lr": args.fixed_lr})
     max_t = int(table["step"].max())
     reference = (0.5, float(table["budget_pct"].max()) * 1.1)
     truth = tabular.true_front(table)
-    true_hv = tabular.scored_hypervolume(table, list(truth["design_id"]), reference)
+    true_hv = tabular.scored_hypervolume(table, list(truth["config_id"]), reference)
     methods = args.methods.split(",") if args.methods else [
         f"{s}/{k}" for s in SAMPLERS for k in SCHEDULERS] + list(CONFIRMED)
     grid = np.linspace(1, args.budget, int(args.budget))  # FTE at which the curve is read
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    setting = {"reps": args.reps, "budget": args.budget, "concurrency": args.concurrency, "table": Path(args.table).name}
+    setting = {"reps": args.reps, "budget": args.budget, "concurrency": args.concurrency, "table": Path(args.table).name,
+               **({"fixed_lr": args.fixed_lr} if args.fixed_lr is not None else {})}
     saved = json.loads(Path(f"{out}.json").read_text()) if Path(f"{out}.json").exists() else {}
     results: dict[str, Any] = saved.get("results", {}) if saved.get("setting") == setting else {}  # resumable
 
@@ -230,7 +240,7 @@ def main() -> None:
         curves = [[fraction_at(h, int(f * max_t), table, reference, true_hv) for f in grid] for h in histories]
         found = [set(h.returned[-1]) if h.returned else set() for h in histories]
         results[name] = {"curves": curves, "trials": [h.trials for h in histories],
-                         "found": {d: sum(d in f for f in found) / len(found) for d in truth["design_id"]}}
+                         "found": {d: sum(d in f for f in found) / len(found) for d in truth["config_id"]}}
         print(f"{name:28s} final {statistics.median(c[-1] for c in curves):.3f} "
               f"@10 FTE {statistics.median(at(c, 10) for c in curves):.3f} ({seconds:.0f} s)", flush=True)
         Path(f"{out}.json").write_text(json.dumps({"setting": setting, "grid": list(grid), "true_hv": true_hv,
@@ -275,6 +285,7 @@ def paper_order(table: Any) -> str:
     from search import tabular
 
     designs = tabular.final(table)
+    designs = designs.loc[designs.groupby("design_id")["valid_metric"].idxmax()]  # a design's best lr, on validation
     rows = designs[designs["name"].isin(PAPER)].sort_values("test_metric", ascending=False)
     lines = ["| ours (MiniLM, 81 steps) | budget % | test accuracy, seed mean (min–max) | paper (RoBERTa-base) | paper SST-2 |",
              "|---|---:|---:|---|---:|"]
@@ -316,14 +327,18 @@ def report(results: dict[str, Any], grid: np.ndarray, truth: Any) -> str:
 
 def found_table(results: dict[str, Any], truth: Any) -> str:
     """How often each true-front design is among the designs a method returns (share of repetitions)."""
-    legend = "; ".join(f"{k} = {row.name} ({row.budget_pct:.2f}%, {100 * row.test_metric:.1f})"
+    legend = "; ".join(f"{k} = {row.name}{_at_lr(row)} ({row.budget_pct:.2f}%, {100 * row.test_metric:.1f})"
                        for k, row in enumerate(truth.itertuples(), 1))
     lines = [f"True-front designs (budget, seed-mean test accuracy): {legend}.", "",
              "| method | " + " | ".join(str(k) for k in range(1, len(truth) + 1)) + " |",
              "|---|" + "---:|" * len(truth)]
     for name, r in sorted(results.items()):
-        lines.append(f"| {name} | " + " | ".join(f"{100 * r['found'][d]:.0f}" for d in truth["design_id"]) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{100 * r['found'][d]:.0f}" for d in truth["config_id"]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _at_lr(row: Any) -> str:
+    return f" at lr {row.lr:g}" if hasattr(row, "lr") else ""
 
 
 def plot(results: dict[str, Any], grid: np.ndarray, path: Path, confirmed_ceiling: float) -> None:

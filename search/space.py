@@ -122,6 +122,11 @@ def grid(space: Space) -> list[Design]:
     return [named[label] for label in space.designs]
 
 
+def outside(design: Design, space: Space) -> bool:
+    """Whether a sampled design is not among the designs ``space.designs`` names (where it names some)."""
+    return bool(space.designs) and menu_label(design, space) not in space.designs
+
+
 def combinations(space: Space) -> list[Design]:
     """Every combination of the menus' choices, one per site."""
     missing = [site for site in space.sites if site not in space.menus]
@@ -264,5 +269,5 @@ class _ParamCapture:
         return self.value
 
 
-__all__ = ["NONE", "TRAIN", "Space", "combinations", "configurations", "grid", "menu_label", "menu_options", "params_of", "suggest",
-           "suggest_train", "train_params"]
+__all__ = ["NONE", "TRAIN", "Space", "combinations", "configurations", "grid", "menu_label", "menu_options", "outside",
+           "params_of", "suggest", "suggest_train", "train_params"]

@@ -343,8 +343,9 @@ class Spec:
         factory=dict, help="a site picks one of these presets (or none) at the listed values instead of every "
                            "dimension, e.g. {attn: {lora_attn: {bottleneck: [4, 16]}, prefix: {}}}", check=_menus)
     designs: tuple[str, ...] = spec_field(
-        (), "sampler grid: only these designs of the menus, by the names tables give them (head only, bitfit(attn) + "
-            "bitfit(ffn), prefix:16 + scaled_pa_ffn:128); default: every combination", check=_labels)
+        (), "only these designs of the menus, by the names tables give them (head only, bitfit(attn) + bitfit(ffn), "
+            "prefix:16 + scaled_pa_ffn:128): a grid trains each, another sampler draws among them; default: every "
+            "combination", check=_labels)
     points_to_evaluate: tuple[str, ...] = spec_field((), "presets tried first (sizes set in preset_overrides)",
                                                 choices=lambda: list(peft_space.PRESETS))
     preset_overrides: Mapping[str, Mapping[str, Any]] = spec_field(
@@ -600,15 +601,15 @@ def _grid_needs_menus(spec: Mapping[str, Any]) -> list[FieldError]:
 
 
 def _designs_on_the_menus(spec: Mapping[str, Any]) -> list[FieldError]:
-    """``designs`` names combinations of the menus, for a grid."""
+    """``designs`` names combinations of menus that cover every site."""
     if not spec["designs"]:
         return []
-    if spec["sampler"] != "grid":
-        return [FieldError("designs", list(spec["designs"]), "[] unless sampler is grid")]
+    uncovered = [site for site in spec["sites"] if site not in spec["menus"]]
+    if uncovered:
+        return [FieldError("designs", list(spec["designs"]), "[] unless menus name every site (none for "
+                                                            + ", ".join(uncovered) + ")")]
     from search.space import Space, combinations, menu_label
 
-    if any(site not in spec["menus"] for site in spec["sites"]):
-        return []  # _grid_needs_menus says so
     space = Space(spec["sites"], menus=spec["menus"])
     known = [menu_label(design, space) for design in combinations(space)]
     return [FieldError("designs", label, "a combination of the menus: " + ", ".join(known))

@@ -40,7 +40,7 @@ def load(path: str | Path) -> pd.DataFrame:
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"{path}: not a tabular benchmark (missing columns {', '.join(missing)})")
-    return table
+    return table if "config_id" in table.columns else table.assign(config_id=table["design_id"])
 
 
 def _key(table: pd.DataFrame) -> str:

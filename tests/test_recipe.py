@@ -91,3 +91,16 @@ def test_pooling_is_a_recorded_hyperparameter_with_the_old_behaviour_for_old_run
         trainers.resolve(trainers.TASKS["sst2"], {"pooling": "max"})
     with pytest.raises(FieldError, match="'cls' for"):
         set_pooling(torch.nn.Linear(2, 2), "mean")
+
+
+def test_a_run_recorded_before_pooling_existed_is_reproduced_with_the_cls_head_it_had():
+    from types import SimpleNamespace
+
+    from search.reproduce import recorded_inputs
+
+    params = {"task": "sst2", "model": "minilm", "seed": "3", "data": "/data", "lr": "0.001", "batch_size": "16"}
+    old = SimpleNamespace(data=SimpleNamespace(params=params), info=SimpleNamespace(run_id="r"))
+    new = SimpleNamespace(data=SimpleNamespace(params={**params, "pooling": "mean"}), info=SimpleNamespace(run_id="r"))
+    assert recorded_inputs(old)["pooling"] == "cls" and recorded_inputs(new)["pooling"] == "mean"
+    assert recorded_inputs(old)["lr"] == 0.001 and recorded_inputs(old)["batch_size"] == 16  # typed, as trained
+    assert TrainConfig().pooling == "mean"

@@ -101,7 +101,7 @@ UNSOUND = [
                                                             "hyper-parameter search_train samples"),
     ({"sampler": "grid", "menus": {"attn": {"lora_attn": {}}, "ffn": {"pa_ffn": {}}}, "search_train": {"lr": None}},
      "search_train.lr: [1e-05, 0.01] is not allowed; allowed: {values: [...]} with sampler: grid"),
-    ({"designs": ["head only"]}, "designs: ['head only'] is not allowed; allowed: [] unless sampler is grid"),
+    ({"designs": ["head only"]}, "designs: ['head only'] is not allowed; allowed: [] unless menus name every site"),
     ({"sampler": "grid", "menus": {"attn": {"lora_attn": {}}, "ffn": {"pa_ffn": {}}}, "designs": ["mam"]},
      "designs: 'mam' is not allowed; allowed: a combination of the menus: head only, pa_ffn, lora_attn, "),
     ({"train": {"pooling": "max"}}, "train.pooling: 'max' is not allowed; allowed: one of 'cls', 'mean'"),

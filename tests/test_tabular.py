@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 import trainers
 from search import tabular
+from search.assemble import grid_cases
 from search.schema import configuration_id
 from search.space import Space, grid, menu_label, params_of, suggest
 from search.spec import SpecError, load, parse
@@ -362,3 +363,22 @@ def test_a_joint_grid_holds_every_case_at_every_rung_and_resumes_from_the_csv_al
     assert sorted(retrained) == dropped  # only what the CSV lacked, once each
     again = tabular.load.__wrapped__(out)
     assert set(again.groupby(["config_id", "seed"])["step"].apply(frozenset).index) == expected
+
+
+JOINT = Path(__file__).parents[1] / "benchmarks" / "tabular" / "sst2_minilm_lr"
+
+
+def test_the_joint_table_holds_every_configuration_at_every_rung_and_nearly_every_design_leaves_chance():
+    from benchmarks import joint_table
+
+    spec, table = load(JOINT.with_suffix(".yaml")), tabular.load(JOINT.with_suffix(".csv"))
+    cases = {(configuration_id(d.id, train), seed) for d, train, seed in grid_cases(spec)}
+    references = {(configuration_id("full", {"lr": lr}), s) for lr in (2e-5, 5e-5, 1e-4) for s in (0, 1)}
+    rungs = table.groupby(["config_id", "seed"])["step"].apply(frozenset)
+    assert set(rungs.index) == cases | references and set(rungs) == {frozenset({9, 27, 81})}
+    assert len(cases) == 25 * 4 * 2 and table.loc[table["step"] == 81, "test_metric"].notna().all()
+    assert table.loc[table["step"] == 81, "test_predicted_share"].between(0.5, 1.0).all()
+    final, runs = tabular.final(table), joint_table.runs(table)
+    best = joint_table.best_lr(final[~final["reference"].astype(bool)])
+    chosen = runs[runs["config_id"].isin(best["config_id"])]
+    assert len(chosen) == 50 and chosen["at_chance"].mean() <= 0.05  # issue 25: at most 5% at chance
