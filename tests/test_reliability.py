@@ -166,7 +166,7 @@ BAD_CALLS = [
     (["run", "{nan_lr}"], "train.lr: nan is not allowed"),
     (["run", "{huge}"], "concurrency: 1000000000000 is not allowed"),
     (["run", "--set", "train.lr=.inf"], "train.lr: inf is not allowed"),
-    (["run", "--set", "train.lr=3e-4"], "train.lr: 0.0003 is not allowed; allowed: no value for a hyper-parameter "
+    (["run", "--set", "train.lr=3e-4"], "train.lr: '3e-4' is not allowed; allowed: no value for a hyper-parameter "
                                         "search_train samples (to fix lr, drop it from search_train)"),
     (["run", "--set", "search_train.lr=[0,1]"], "search_train.lr: 0 is not allowed"),
     (["run", "--set", "search_train.momentum=null"], "search_train.momentum: 'momentum' is not allowed"),
