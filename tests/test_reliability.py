@@ -86,7 +86,7 @@ def test_a_killed_driver_resumes_with_every_finished_trial_once(tmp_path, ray_cl
     spec = {"name": "killed", "trainer": "synthetic", "synthetic_delay": 0.25, "trials": 8, "concurrency": 1,
             "sampler": "tpe", "seed": 3, "ray_address": ray_cluster, "budget_cap": 2,
             "asha": {"grace_period": 2, "reduction_factor": 2, "max_steps": 8}, "train": {"eval_every": 2},
-            **stores(tmp_path)}
+            "search_train": {"lr": None, "dropout": [0.0, 0.2]}, **stores(tmp_path)}
     (tmp_path / "spec.yaml").write_text(json.dumps(spec))
     driver = subprocess.Popen([*CLI, "run", str(tmp_path / "spec.yaml"), "--verbose", "0"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": TESTS})
@@ -122,7 +122,8 @@ def _front(spec: dict) -> list:
     from search.pareto import front
 
     complete = [t for t in _finished(spec) if t.state == TrialState.COMPLETE]
-    return sorted((complete[i].user_attrs["design"], complete[i].values) for i in front([t.values for t in complete]))
+    return sorted((complete[i].user_attrs["design"], json.dumps(complete[i].user_attrs["train"]), complete[i].values)
+                  for i in front([t.values for t in complete]))  # the design and its sampled hyper-parameters
 
 
 def _finished(spec: dict) -> list:
