@@ -32,13 +32,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--designs", nargs="*", help="only designs whose name starts with one of these")
+    parser.add_argument("--pooling", default="cls", choices=("cls", "mean"),
+                        help="what the head reads (the README's table: cls, MiniLM's [CLS] pooler)")
     args = parser.parse_args()
     rows = []
     for name, (design, lr) in DESIGNS.items():
         if args.designs and not any(name.startswith(prefix) for prefix in args.designs):
             continue
         results = [trainers.train("sst2", design, seed=seed, lr=lr, train_examples=args.examples, epochs=args.epochs,
-                                  max_source_length=args.max_length, eval_every=10**9, progress=False)
+                                  max_source_length=args.max_length, eval_every=10**9, pooling=args.pooling,
+                                  progress=False)
                    for seed in args.seeds]
         accuracies = [100 * r.test["accuracy"] for r in results]
         budget = results[0].budget["pct_analytic"]
