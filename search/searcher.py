@@ -112,8 +112,9 @@ class DesignSearcher(Searcher):
                    and (Attrs.INTERRUPTED not in t.user_attrs or t.number in rerun or Attrs.RERUN_OF in t.user_attrs)}
         k = next((k for k in range(len(self.cases)) if k not in covered), None)
         if k is not None:
-            design, train, seed = self.cases[k] if len(self.cases[k]) == 3 else (self.cases[k][0], {}, self.cases[k][1])
-            params = {**params_of(design, self.space), **train_params(train, self.space)}  # (design, seed): before 0.2
+            case = self.cases[k]  # (design, seed) in a searcher pickled before cases carried hyper-parameters
+            design, train, seed = case if len(case) == 3 else (case[0], {}, case[1])
+            params = {**params_of(design, self.space), **train_params(train, self.space)}
             self.study.enqueue_trial(params, user_attrs={Attrs.SEED: seed, Attrs.CASE: k})
 
     def _reseed(self) -> None:
