@@ -70,9 +70,14 @@ def _draw(rows: Rows, metric: str, title: str) -> Any:
         labelled.add(kind)
     front = sorted((r for r in rows if r["on_front"]), key=lambda r: r["budget"])
     ax.step([r["budget"] for r in front], [r["metric"] for r in front], where="post", color=FRONT, linewidth=1)
-    for row in front:
-        ax.annotate(str(row["design"]), (row["budget"], row["metric"]), textcoords="offset points", xytext=(4, 4),
-                    fontsize=7)
+    ax.margins(y=0.15)  # room above the highest point for its two-line label
+    middle = sum(ax.get_xlim()) / 2
+    for row in front:  # a label on the right half reads leftwards, so that long ones stay inside the axes
+        label = "\n".join(filter(None, (str(row["design"]), row.get("hyperparameters"))))
+        right = row["budget"] > middle
+        note = ax.annotate(label, (row["budget"], row["metric"]), textcoords="offset points", fontsize=7,
+                           xytext=(-4 if right else 4, 4), ha="right" if right else "left")
+        note.set_in_layout(False)  # the axes keep their size whatever the labels say
     ax.set(xlabel="tuned parameters (% of the pretrained model)", ylabel=metric, title=title)
     ax.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
