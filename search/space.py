@@ -53,18 +53,22 @@ class Space:
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # dimension -> (low, high)
     menus: Mapping[str, Menu] = field(default_factory=dict)  # site -> its menu (instead of every dimension)
     train: Mapping[str, Any] = field(default_factory=dict)  # hyper-parameter -> (low, high) | {"values": (...)}
-    designs: tuple[str, ...] = ()  # a grid's designs by ``menu_label`` (empty: every combination of the menus)
+    designs: tuple[str, ...] = ()  # only these designs of the menus, by ``menu_label`` (empty: every combination)
 
     def __setstate__(self, state: dict[str, Any]) -> None:  # a Space pickled before these fields: their defaults
         self.__dict__.update({"train": {}, "designs": (), **state})
 
 
 TRAIN = "train."  # the Optuna parameters of sampled hyper-parameters: ``train.lr``
+DESIGN = "design"  # the Optuna parameter that picks one of ``Space.designs`` by its name
 LOG_SCALE = {h.name: h.log for h in hyperparameters()}  # as each hyper-parameter's declaration says
 
 
 def suggest(trial: Trial, space: Space) -> Design:
-    """Sample one design. An all-"none" trial is the frozen model with only the task head trained."""
+    """Sample one design. An all-"none" trial is the frozen model with only the task head trained. A space that
+    lists its ``designs`` samples one of them, by name (one categorical parameter, ``DESIGN``)."""
+    if space.designs:
+        return dict(zip(space.designs, grid(space)))[trial.suggest_categorical(DESIGN, list(space.designs))]
     sites: dict[str, dict[str, Any]] = {}
     for site in space.sites:
         if site in space.menus:
@@ -120,11 +124,6 @@ def grid(space: Space) -> list[Design]:
     if unknown:
         raise ValueError(f"{unknown[0]!r} is not a combination of the menus ({', '.join(named)})")
     return [named[label] for label in space.designs]
-
-
-def outside(design: Design, space: Space) -> bool:
-    """Whether a sampled design is not among the designs ``space.designs`` names (where it names some)."""
-    return bool(space.designs) and menu_label(design, space) not in space.designs
 
 
 def combinations(space: Space) -> list[Design]:
@@ -202,6 +201,8 @@ def _suggest(trial: Trial, dim: Dimension, values: dict[str, Any], space: Space)
 
 def params_of(design: Design, space: Space) -> dict[str, Any]:
     """The Optuna parameters that make ``suggest`` return ``design`` (for points_to_evaluate / enqueue_trial)."""
+    if space.designs:
+        return {DESIGN: menu_label(design, space)}
     params: dict[str, Any] = {}
     for site in space.sites:
         mod = design.sites.get(site)
@@ -269,5 +270,5 @@ class _ParamCapture:
         return self.value
 
 
-__all__ = ["NONE", "TRAIN", "Space", "combinations", "configurations", "grid", "menu_label", "menu_options", "outside",
+__all__ = ["DESIGN", "NONE", "TRAIN", "Space", "combinations", "configurations", "grid", "menu_label", "menu_options",
            "params_of", "suggest", "suggest_train", "train_params"]

@@ -344,8 +344,8 @@ class Spec:
                            "dimension, e.g. {attn: {lora_attn: {bottleneck: [4, 16]}, prefix: {}}}", check=_menus)
     designs: tuple[str, ...] = spec_field(
         (), "only these designs of the menus, by the names tables give them (head only, bitfit(attn) + bitfit(ffn), "
-            "prefix:16 + scaled_pa_ffn:128): a grid trains each, another sampler draws among them; default: every "
-            "combination", check=_labels)
+            "prefix:16 + scaled_pa_ffn:128): a grid trains each, another sampler picks among them (one categorical "
+            "parameter, design); default: every combination", check=_labels)
     points_to_evaluate: tuple[str, ...] = spec_field((), "presets tried first (sizes set in preset_overrides)",
                                                 choices=lambda: list(peft_space.PRESETS))
     preset_overrides: Mapping[str, Mapping[str, Any]] = spec_field(

@@ -87,3 +87,21 @@ def test_front_and_hypervolume():
     assert hypervolume(points, (50.0, 10.0)) == pytest.approx(0.5 * 20 + 4 * 30 + 5 * 35)
     assert hypervolume([(40.0, 1.0)], (50.0, 10.0)) == 0.0
     assert hypervolume([], (50.0, 10.0)) == 0.0
+
+
+def test_a_space_that_lists_its_designs_samples_only_those_by_one_categorical():
+    from optuna.trial import FixedTrial
+
+    from search.space import DESIGN, configurations, grid, menu_label, train_params
+
+    menus = {"attn": {"lora_attn": {"bottleneck": [4, 16]}}, "ffn": {"pa_ffn": {"bottleneck": [16]}}}
+    listed = ("head only", "lora_attn:16 + pa_ffn:16", "pa_ffn:16")
+    space = Space(("attn", "ffn"), menus=menus, designs=listed, train={"lr": {"values": (1e-3, 3e-3)}})
+    assert [menu_label(d, space) for d in grid(space)] == list(listed)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = {menu_label(suggest(study.ask(), space), space) for _ in range(40)}
+    assert drawn == set(listed)
+    for design, train in configurations(space):
+        params = {**params_of(design, space), **train_params(train, space)}
+        assert set(params) == {DESIGN, "train.lr"} and suggest(FixedTrial(params), space) == design
+    assert len(configurations(space)) == 3 * 2
