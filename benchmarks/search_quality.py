@@ -205,6 +205,8 @@ def main() -> None:
                         help="PREFIX of the .json/.md/.png written; methods already in PREFIX.json are not run again")
     parser.add_argument("--fixed-lr", type=float, help="replay the methods with this learning rate fixed instead of "
                                                          "searched (a joint table's baseline)")
+    parser.add_argument("--baseline", help="PREFIX.json of another run on the same table (the --fixed-lr one): its "
+                                           "best method at 10 FTE is drawn dashed in the plot")
     parser.add_argument("--peer", nargs="*", default=[str(p) for p in sorted((HERE / "results").glob("moasha_peer*.json"))],
                         help="search histories of peer methods (benchmarks/moasha_peer.py), scored the same way")
     args = parser.parse_args()
@@ -235,6 +237,7 @@ def main() -> None:
     results: dict[str, Any] = saved.get("results", {}) if saved.get("setting") == setting else {}  # resumable
 
     limits = ceiling(table, reference, true_hv)
+    baseline = json.loads(Path(args.baseline).read_text()) if args.baseline else None
 
     def score(name: str, histories: list[Replay], seconds: float) -> None:
         curves = [[fraction_at(h, int(f * max_t), table, reference, true_hv) for f in grid] for h in histories]
@@ -250,7 +253,7 @@ def main() -> None:
                                      "the front chosen on validation, scored on test): "
                                      + ", ".join(f"{k} {v:.3f}" for k, v in limits.items()) + ".\n\n"
                                      + found_table(results, truth) + "\n" + paper_order(everything))
-        plot(results, grid, Path(f"{out}.png"), limits["median of seeds"])
+        plot(results, grid, Path(f"{out}.png"), limits["median of seeds"], baseline)
 
     partial = Path(f"{out}.partial.json")  # repetitions of the method under way (GP: minutes each)
     for name in methods:
@@ -269,6 +272,8 @@ def main() -> None:
     for path in args.peer:  # Syne Tune's MOASHA, run by benchmarks/moasha_peer.py
         peer = json.loads(Path(path).read_text())
         score(peer["method"], [Replay(r["spent"], r["returned"], r["trials"]) for r in peer["reps"]], 0.0)
+    if baseline and results:  # methods all resumed from PREFIX.json: the plot is drawn again with the baseline
+        plot(results, grid, Path(f"{out}.png"), limits["median of seeds"], baseline)
     print(Path(f"{out}.md").read_text())
 
 
@@ -341,7 +346,8 @@ def _at_lr(row: Any) -> str:
     return f" at lr {row.lr:g}" if hasattr(row, "lr") else ""
 
 
-def plot(results: dict[str, Any], grid: np.ndarray, path: Path, confirmed_ceiling: float) -> None:
+def plot(results: dict[str, Any], grid: np.ndarray, path: Path, confirmed_ceiling: float,
+         baseline: dict[str, Any] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -361,6 +367,12 @@ def plot(results: dict[str, Any], grid: np.ndarray, path: Path, confirmed_ceilin
         q1, med, q3 = np.percentile(curves, [25, 50, 75], axis=0)
         (line,) = ax.plot(grid, med, label=" = ".join(twins))
         ax.fill_between(grid, q1, q3, alpha=0.15, color=line.get_color())
+    if baseline:  # the other run's best method at 10 FTE, e.g. the same searches with the learning rate fixed
+        name, other = max(baseline["results"].items(), key=lambda kv: statistics.median(at(c, 10) for c in kv[1]["curves"]))
+        fixed = f" (lr {baseline['setting']['fixed_lr']:g} fixed)" if "fixed_lr" in baseline["setting"] else " (baseline)"
+        ax.plot(grid, np.median(np.array(other["curves"]), axis=0), color="grey", ls="--", label=name + fixed)
+    lowest = min(float(np.median([at(c, 5) for c in results[n]["curves"]])) for n in shown)
+    ax.set_ylim(max(0.0, lowest - 0.05), 1.005)  # from 5 FTE on: where the methods differ
     ax.axhline(0.99, color="grey", lw=0.5, ls="--")
     ax.axhline(0.95, color="grey", lw=0.5, ls=":")
     ax.axhline(confirmed_ceiling, color="black", lw=0.8, ls="-.",
