@@ -50,6 +50,8 @@ def run(spec: Spec, *, resume: bool = False, verbose: int = 1) -> Summary:
         raise FieldError("name", spec.name, f"a name not used under {spec.root} (continue this one with "
                                             f"`peft-search resume {spec.name}`)")
     trainers.check_model(spec.model)  # a model transformers cannot resolve, before anything starts or is written
+    if spec.trainer == "train":  # data no trial could read: one line in the driver, not every trial failing
+        trainers.check_data(spec.task_def, spec.data_dir)
     connect(spec.ray_address)  # an unreachable cluster is refused before anything is written
     saved.parent.mkdir(parents=True, exist_ok=True)
     saved.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))

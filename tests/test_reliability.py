@@ -180,6 +180,8 @@ BAD_CALLS = [
     (["train", "--design", "mam", "--set", "ffn.bottleneck=0"], "ffn.bottleneck: 0 is not allowed"),
     (["train", "--design", "lora_attn", "--model", "no/such-model-here"], "model: 'no/such-model-here' is not allowed"),
     (["run", "--model", "no/such-model-here", "--trainer", "synthetic"], "model: 'no/such-model-here' is not allowed"),
+    (["run", "--set", "data_dir=/no/such/folder"], "data: 'sst2' is not allowed; allowed: files found at "
+                                                   "/no/such/folder/sst2/train.tsv"),
 ]
 
 

@@ -22,7 +22,7 @@ from trainers.tasks import TASKS, Task, TaskKind, register_task, validation_metr
 
 _LAZY = {"train": "trainers.loop", "evaluate": "trainers.loop", "Result": "trainers.loop",
          "load_base": "trainers.models", "budget_pct": "trainers.models", "check_model": "trainers.models",
-         "prepare": "trainers.models"}
+         "prepare": "trainers.models", "check_data": "trainers.data"}
 
 
 def __getattr__(name: str) -> Any:
@@ -32,6 +32,5 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["DEFAULT_MODEL", "FULL", "PREDICTED_SHARE", "SE", "TASKS", "Hyperparameter", "Result", "Status", "Task",
-           "TaskKind",
-           "TrainConfig", "budget_pct", "check_model", "coerce", "evaluate", "hyperparameters", "load_base", "prepare",
-           "register_task", "resolve", "train", "validation_metrics"]
+           "TaskKind", "TrainConfig", "budget_pct", "check_data", "check_model", "coerce", "evaluate", "hyperparameters",
+           "load_base", "prepare", "register_task", "resolve", "train", "validation_metrics"]

@@ -51,6 +51,15 @@ def example_field(example: Mapping[str, Any], name: str) -> Any:
     return example
 
 
+def check_data(task: Task, data_dir: str | Path | None = None) -> str:
+    """Where the task's data will come from (a local folder, or the hub), or ``FieldError`` naming what was looked
+    for: local files are found without being read; the hub is tried as a trial would (``datasets`` caches it)."""
+    for directory in candidate_dirs(data_dir):
+        if all((directory / name).is_file() for name in task.files.values()):
+            return str(directory.resolve())
+    return _load(task, data_dir)[1]
+
+
 def load_splits(task: Task, data_dir: str | Path | None = None) -> Splits:
     """The task's train, validation and test splits (validation carved from train where the task says so)."""
     loaded, source = _load(task, data_dir)
