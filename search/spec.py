@@ -297,8 +297,7 @@ def _searched(name: str, declared: trainers.Hyperparameter, narrowed: Any) -> An
 
 
 def _hyper_value(name: str, declared: trainers.Hyperparameter, value: Any, allowed: str) -> Any:
-    if not (_number(value) or isinstance(value, str)):
-        raise FieldError(name, value, allowed)
+    """A value of a searched range or list, checked by the hyper-parameter's own declaration."""
     try:
         return trainers.coerce(declared.name, value)
     except FieldError:

@@ -33,14 +33,19 @@ COLUMNS = ("design_id", "name", "seed", "step", "budget_pct", "valid_metric", "v
            "test_metric", "test_metric_se", "seconds", "reference")
 
 
-@functools.lru_cache(maxsize=4)
-def load(path: str | Path) -> pd.DataFrame:
-    """The table (read once per process: replayed trials reuse their worker)."""
+def read(path: str | Path) -> pd.DataFrame:
+    """The table as the file holds it now, keyed by ``config_id`` (a table over designs only: the design id)."""
     table = pd.read_csv(path)
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"{path}: not a tabular benchmark (missing columns {', '.join(missing)})")
     return table if "config_id" in table.columns else table.assign(config_id=table["design_id"])
+
+
+@functools.lru_cache(maxsize=4)
+def load(path: str | Path) -> pd.DataFrame:
+    """The table, read once per process (replayed trials reuse their worker)."""
+    return read(path)
 
 
 def _key(table: pd.DataFrame) -> str:

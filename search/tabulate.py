@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 import peft_space
 import trainers
 from peft_space import FieldError
-from search import runner
+from search import runner, tabular
 from search.assemble import budget_function, cases_tuner, grid_cases
 from search.schema import SE, Params, Status, Tags, configuration_id
 from search.space import grid, menu_label
@@ -79,7 +79,7 @@ def export(spec: Spec, out: str | Path) -> pd.DataFrame:
             for row in _rows(mlflow, run, metric, named, varied)]
     table = pd.DataFrame(rows)
     if Path(out).exists():
-        before = _read(out)
+        before = tabular.read(out)
         fresh = set(zip(table["config_id"], table["seed"])) if rows else set()
         keep = [d in named and case not in fresh for d, case in zip(before["design_id"], zip(before["config_id"], before["seed"]))]
         table = pd.concat([before[keep], table], ignore_index=True)
@@ -92,15 +92,8 @@ def _in_table(out: str | Path) -> set[Case]:
     """The cases the table at ``out`` holds (it holds completed runs only)."""
     if not Path(out).exists():
         return set()
-    table = _read(out)
+    table = tabular.read(out)
     return set(zip(table["config_id"], table["seed"].astype(int)))
-
-
-def _read(out: str | Path) -> pd.DataFrame:
-    table = pd.read_csv(out)
-    if "config_id" not in table:  # a table over designs only, written before configurations had ids
-        table["config_id"] = table["design_id"]
-    return table
 
 
 def _completed_runs(mlflow: Any, search: str) -> list[Any]:

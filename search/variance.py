@@ -14,6 +14,7 @@ complete grid gets fANOVA (``search.report.importance``), and the report says wh
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import pandas as pd
@@ -27,9 +28,7 @@ def complete(rows: pd.DataFrame, factors: Sequence[str]) -> bool:
     if rows.empty or rows.duplicated([*factors, SEED]).any():
         return False
     cells = rows.groupby(list(factors))[SEED].apply(frozenset)
-    expected = 1
-    for factor in factors:
-        expected *= rows[factor].nunique()
+    expected = math.prod(rows[factor].nunique() for factor in factors)
     return len(cells) == expected and cells.nunique() == 1 and len(cells.iloc[0]) >= 2
 
 

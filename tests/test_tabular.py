@@ -361,7 +361,7 @@ def test_a_joint_grid_holds_every_case_at_every_rung_and_resumes_from_the_csv_al
                   int(r.data.params["seed"])) for r in client.search_runs(
                      [client.get_experiment_by_name("joint-grid").experiment_id], "tags.ray_trial_id != ''")]
     assert sorted(retrained) == dropped  # only what the CSV lacked, once each
-    again = tabular.load.__wrapped__(out)
+    again = tabular.read(out)
     assert set(again.groupby(["config_id", "seed"])["step"].apply(frozenset).index) == expected
 
 

@@ -224,12 +224,12 @@ def set_pooling(model: nn.Module, pooling: str) -> None:
         hidden = output[0]
         weights = mask.get("value")
         weights = torch.ones(hidden.shape[:2], device=hidden.device) if weights is None else weights
-        weights = weights[:, -hidden.shape[1]:].unsqueeze(-1).to(hidden.dtype)
+        weights = weights.unsqueeze(-1).to(hidden.dtype)
         mean = (hidden * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True).clamp(min=1)
         pooled = torch.cat([mean, hidden[:, 1:]], dim=1)
         if isinstance(output, tuple):
             return (pooled, *output[1:])
-        output[0 if not hasattr(output, "last_hidden_state") else "last_hidden_state"] = pooled
+        output["last_hidden_state"] = pooled  # a ModelOutput: the key and the attribute both
         return output
 
     setattr(model, POOLING_HOOKS, [base.register_forward_pre_hook(keep_mask, with_kwargs=True),
