@@ -375,7 +375,7 @@ def decay_groups(params: list[nn.Parameter], weight_decay: float) -> list[dict[s
 
 
 def items(task: Task, labels: torch.Tensor) -> int:
-    """What a loss averages over: sentences (classification) or non-padding target tokens (seq2seq)."""
+    """What a loss averages over: sentences (classification) or non-padding target tokens (generation)."""
     return labels.numel() if task.is_classification else int((labels != -100).sum())
 
 

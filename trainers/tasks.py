@@ -15,7 +15,9 @@ from peft_space import Registry
 from trainers.metrics import WITHOUT_GENERATION, accuracy, bleu, rouge
 
 Metric = Callable[[list[Any], list[Any]], dict[str, float]]
-TaskKind = Literal["classification", "seq2seq"]  # a label per input, or a target text generated from the input
+# A label per input, or a target text generated from the input: by the checkpoint's encoder-decoder (BART, T5,
+# BERT2BERT from an encoder) or by a decoder-only language model continuing the prompt (GPT-2, LLaMA, Qwen, ...).
+TaskKind = Literal["classification", "generation"]
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,7 @@ class Task:
     hub: tuple[str, str | None]  # datasets.load_dataset(path, name)
     hub_splits: Mapping[str, str]  # our split name -> the hub's
     files: Mapping[str, str]  # split -> file under the data directory (json lines, or tsv)
-    inputs: tuple[str, ...]  # text fields (one or a pair for classification; the source for seq2seq)
+    inputs: tuple[str, ...]  # text fields (one or a pair for classification; the source for generation)
     target: str  # label field, or the target text field ("translation.ro" reads a nested field)
     metric: Metric  # computed on the test split (and on validation for classification)
     validation_metric: str  # the metric ASHA and reports watch
@@ -36,6 +38,11 @@ class Task:
     # Tasks whose test labels are not public (GLUE): this many training examples, a fixed seeded slice, become
     # the validation split the search selects on, and the public dev set becomes the reported test split.
     carved_validation: int = 0
+    # Decoder-only generation: the prompt the target continues. A ``str.format`` string over the input columns
+    # ("Summarise: {document}\nSummary:"); empty: the input columns joined by a blank line. ``chat_template``: the
+    # tokenizer's chat template instead (user turn = the prompt, assistant turn = the target).
+    prompt: str = ""
+    chat_template: bool = False
 
     @property
     def is_classification(self) -> bool:
@@ -89,7 +96,7 @@ register_task(Task(
     help="MNLI entailment (GLUE), accuracy; validation: 1,000 pairs carved from train, test: the matched dev set",
 ))
 register_task(Task(
-    "xsum", "seq2seq", ("EdinburghNLP/xsum", None), {"train": "train", "validation": "validation", "test": "test"},
+    "xsum", "generation", ("EdinburghNLP/xsum", None), {"train": "train", "validation": "validation", "test": "test"},
     {"train": "xsum/train.jsonl", "validation": "xsum/validation.jsonl", "test": "xsum/test.jsonl"}, ("document",),
     "summary", rouge, "rouge2", True,
     {**GENERATION, "batch_size": 64, "max_grad_norm": 0.1, "max_source_length": 512, "max_target_length": 128,
@@ -97,7 +104,7 @@ register_task(Task(
     help="XSum summarisation, ROUGE-1/2/L (rouge-score, stemming); validation ROUGE-2",
 ))
 register_task(Task(
-    "wmt16_en_ro", "seq2seq", ("wmt16", "ro-en"), {"train": "train", "validation": "validation", "test": "test"},
+    "wmt16_en_ro", "generation", ("wmt16", "ro-en"), {"train": "train", "validation": "validation", "test": "test"},
     {"train": "wmt16_en_ro/train.jsonl", "validation": "wmt16_en_ro/validation.jsonl", "test": "wmt16_en_ro/test.jsonl"},
     ("translation.en",), "translation.ro", bleu, "perplexity", False,
     {**GENERATION, "batch_tokens": 16_384, "max_grad_norm": 1.0, "max_source_length": 150, "max_target_length": 150,
