@@ -1,9 +1,19 @@
 """Task data through ``datasets``: local files with the hub's schema first, then the hub itself.
 
-Local directories are searched in order: the one the user names, ``$PEFT_SEARCH_DATA``, and the
-``shared/data`` folder beside the repository (the real samples this project ships). A task found in
-none of them is loaded from the hub unless the hub is off (``HF_DATASETS_OFFLINE=1``); if that fails
-too, one message says what was looked for and how to supply it.
+A folder the user names (``--data-dir``, the spec's ``data_dir``) is the only place looked in. Otherwise, first
+match wins:
+
+1. ``$PEFT_SEARCH_DATA``;
+2. in a source checkout, ``shared/data`` beside the repository (the real samples this project keeps);
+3. the user's data folder, ``$XDG_DATA_HOME/peft-search/data`` (by default ``~/.local/share/peft-search/data``);
+4. the hub (``datasets.load_dataset``), unless it is off (``HF_HUB_OFFLINE=1`` or ``HF_DATASETS_OFFLINE=1``);
+5. the data packaged with ``trainers`` (``PACKAGED``, never a place to put files): the SST-2 splits the embedded
+   default search (``search/specs/default.yaml``) uses, already made, so that an installed package runs it offline
+   anywhere. Its validation split is the 2,000 sentences carved from the full training file, its test split the
+   full dev set, its training split the first 4,000 sentences of the rest (the default's ``train_examples``):
+   the same examples as the full data for that search, fewer for one that trains on more.
+
+Where none has the task, one message says what was looked for and how to supply it.
 
 Selection and reporting never share data: a task without public test labels (``Task.carved_validation``)
 selects on a fixed seeded slice of its training file and reports on the public dev set; the slice is
@@ -23,7 +33,9 @@ from typing import Any
 from peft_space import FieldError
 from trainers.tasks import Task
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPOSITORY = Path(__file__).resolve().parents[1]  # a source checkout's root; site-packages when installed
+SHARED = REPOSITORY.parent / "shared" / "data"
+PACKAGED = Path(__file__).resolve().parent / "packaged_data"  # TASK/SPLIT.tsv of carved tasks: made splits
 CARVE_SEED = 0  # fixed: every run of a task selects on the same validation slice
 
 
@@ -38,10 +50,21 @@ class Splits:
 
 
 def candidate_dirs(data_dir: str | Path | None) -> list[Path]:
+    """The local folders a task's files are looked for in, in order, before the hub (the module's docstring)."""
     if data_dir is not None:
         return [Path(data_dir)]
     env = os.environ.get("PEFT_SEARCH_DATA")
-    return [Path(env)] if env else [SHARED]
+    checkout = (REPOSITORY / "pyproject.toml").is_file()
+    user = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "peft-search" / "data"
+    return [*([Path(env)] if env else []), *([SHARED] if checkout else []), user]
+
+
+def local_files(task: Task, directory: Path) -> dict[str, Path]:
+    """Split -> the task's file in ``directory``; the packaged folder holds the splits already made, test included."""
+    files = {split: directory / name for split, name in task.files.items()}
+    if directory.resolve() == PACKAGED:
+        files.setdefault("test", files["train"].with_name("test" + files["train"].suffix))
+    return files
 
 
 def example_field(example: Mapping[str, Any], name: str) -> Any:
@@ -52,10 +75,11 @@ def example_field(example: Mapping[str, Any], name: str) -> Any:
 
 
 def check_data(task: Task, data_dir: str | Path | None = None) -> str:
-    """Where the task's data will come from (a local folder, or the hub), or ``FieldError`` naming what was looked
-    for: local files are found without being read; the hub is tried as a trial would (``datasets`` caches it)."""
+    """Where the task's data will come from (a local folder, the hub, the packaged data), or ``FieldError`` naming
+    what was looked for: local files are found without being read; the hub is tried as a trial would (``datasets``
+    caches it)."""
     for directory in candidate_dirs(data_dir):
-        if all((directory / name).is_file() for name in task.files.values()):
+        if all(path.is_file() for path in local_files(task, directory).values()):
             return str(directory.resolve())
     return _load(task, data_dir)[1]
 
@@ -63,6 +87,12 @@ def check_data(task: Task, data_dir: str | Path | None = None) -> str:
 def load_splits(task: Task, data_dir: str | Path | None = None) -> Splits:
     """The task's train, validation and test splits (validation carved from train where the task says so)."""
     loaded, source = _load(task, data_dir)
+    if Path(source) == PACKAGED:  # ``honest``'s splits of a carved task, made from the full files beforehand
+        n = {split: len(data) for split, data in loaded.items()}
+        return Splits(loaded, source, {
+            "train": f"the first {n['train']} of train minus the validation slice (packaged)",
+            "validation": f"{n['validation']} examples carved from train (seed {CARVE_SEED}; packaged)",
+            "test": f"the public dev set ({n['test']} examples; packaged)"})
     return honest(task, loaded, source)
 
 
@@ -88,20 +118,23 @@ def _load(task: Task, data_dir: str | Path | None) -> tuple[dict[str, Any], str]
 
     dirs = candidate_dirs(data_dir)
     for directory in dirs:
-        files = {split: directory / name for split, name in task.files.items()}
+        files = local_files(task, directory)
         if all(path.is_file() for path in files.values()):
             return _load_local(datasets, files), str(directory.resolve())
-    looked = "; ".join(str(d / name) for d in dirs for name in task.files.values())
+    looked = "; ".join(str(path) for d in dirs for path in local_files(task, d).values())
     how = (f"--data-dir DIR holding {', '.join(task.files.values())} (the hub's schema: fields "
            f"{', '.join(task.inputs + (task.target,))})")
-    if data_dir is None and os.environ.get("HF_DATASETS_OFFLINE") != "1":
+    if data_dir is None and not datasets.config.HF_HUB_OFFLINE:
         try:
             loaded = datasets.load_dataset(*task.hub)
             return {ours: loaded[theirs] for ours, theirs in task.hub_splits.items()}, f"hub:{task.hub[0]}/{task.hub[1]}"
         except Exception as err:  # no network, unknown dataset, ...: say what was tried
             how += f"; the hub failed too ({type(err).__name__}: {str(err)[:120]})"
     else:
-        how += "; the hub is off (HF_DATASETS_OFFLINE=1)" if data_dir is None else ""
+        how += "; the hub is off (HF_HUB_OFFLINE=1)" if data_dir is None else ""
+    packaged = local_files(task, PACKAGED)
+    if data_dir is None and all(path.is_file() for path in packaged.values()):
+        return _load_local(datasets, packaged), str(PACKAGED)
     raise FieldError("data", task.name, f"files found at {looked}; supply {how}")
 
 
