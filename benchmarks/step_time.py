@@ -1,19 +1,26 @@
 """Training-step time and peak memory of every preset against full fine-tuning and HF PEFT, side by side.
 
-    .venv/bin/python -m benchmarks.step_time                 # all presets, 3 rounds
-    .venv/bin/python -m benchmarks.step_time --rounds 5 --presets lora_attn prefix
+    .venv/bin/python -m benchmarks.step_time                 # both models, their presets, 3 rounds
+    .venv/bin/python -m benchmarks.step_time --models llama --rounds 5 --presets lora_attn prefix
 
-Model: a MiniLM-sized BERT (hidden 384, 6 layers, 12 heads, FFN 1536; random init from its config) with a
-2-way classification head; batch 16 × 128 tokens; AdamW; CPU threads as given (default: all cores).
+Models (``--models``; random init from a config, nothing downloaded), each measured at its own size:
 
-Each measurement runs in its own process and times ``--steps`` steps after ``--warmup`` steps; its median
-step is one sample. Memory is that process's peak: its max RSS (``getrusage``), and the training peak =
-max RSS − the RSS once Python, torch, transformers and peft are imported and before the model is built
-(the ~0.4 GB of library code is the same for every configuration and would only dilute the ratios).
-Rounds interleave every configuration (full, ours, peft, full, ...), so slow drift of the machine hits
-all of them alike. Reported: the median over rounds and the spread (min–max).
+- ``bert``: a MiniLM-sized BERT (hidden 384, 6 layers, 12 heads, FFN 1536, vocab 30522) with a 2-way
+  classification head; batch 16 × 128 tokens; rows: every preset.
+- ``llama``: a LLaMA-family decoder (hidden 512, 8 layers, 8 query heads sharing 2 key/value heads, FFN 1408,
+  vocab 8000 so that the layers, not the output layer, hold most of the work, as in a full-size model), causal
+  LM loss over every token; batch 4 × 256 tokens; rows: LoRA, prefix, PA (FFN) and MAM.
 
-Preset sizes are the paper's BART-large sizes scaled by 384/1024, except those compared with HF PEFT,
+AdamW; CPU threads as given (default: all cores). Each measurement runs in its own process and times ``--steps``
+steps after ``--warmup`` steps; its median step is one sample. Memory is that process's peak: its max RSS
+(``getrusage``), and the training peak = max RSS − the RSS once Python, torch, transformers and peft are imported
+and before the model is built (the ~0.4 GB of library code is the same for every configuration and would only
+dilute the ratios). Rounds interleave every configuration of every model (full, ours, peft, full, ...), so slow
+drift of the machine hits all of them alike. Reported: the median over rounds and the spread (min–max). A
+configuration that cannot run (HF PEFT's prefix tuning on BERT, which has no KV cache since transformers 5.24; a
+preset the architecture refuses) is skipped from then on, and its row says why.
+
+Preset sizes are the paper's BART-large sizes scaled by hidden/1024, except those compared with HF PEFT,
 which use PEFT's common sizes (LoRA q,v r=8; LoRA FFN r=64; prefix l=30; prompt l=30).
 
 GPU mode (``--gpu``; ``benchmarks/gpu_suite.sh`` runs it and writes the figures to one Markdown file):
@@ -34,7 +41,8 @@ GPU mode (``--gpu``; ``benchmarks/gpu_suite.sh`` runs it and writes the figures 
   attention call alone at BART-large's encoder shape, without and with the prefix and its mask.
 
 Each configuration runs in its own process (a failure, e.g. out of memory, becomes a row); ``--tiny`` shrinks
-every model to a few layers of width 64 and runs on the CPU where there is no GPU (peak memory: max RSS there).
+every model, on the CPU rows too, to a few layers of width 64 and runs on the CPU where there is no GPU (peak
+memory: max RSS there).
 """
 
 from __future__ import annotations
@@ -54,162 +62,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZES = {"lora_attn": 8, "lora_ffn": 64, "prefix": 30, "prompt_tuning": 30}
-PEFT = ("lora_attn", "lora_ffn", "prefix", "prompt_tuning")
-BATCH, LENGTH = 16, 128
+SIZES = {"lora_attn": 8, "lora_ffn": 64, "prefix": 30, "prompt_tuning": 30}  # PEFT's common sizes
+PEFT = ("lora_attn", "lora_ffn", "prefix", "prompt_tuning")  # the presets HF PEFT has
 
 
-def design(name: str):
-    import peft_space
-
-    sites = peft_space.preset(name).sites
-    if name in SIZES:
-        return peft_space.preset(name, **{f"{s}.bottleneck": SIZES[name] for s in sites})
-    return peft_space.preset(name, **{f"{s}.bottleneck": max(1, round(m["bottleneck"] * 384 / 1024))
-                                      for s, m in sites.items() if "bottleneck" in m})
-
-
-def peft_model(name: str, model):
-    from peft import LoraConfig, PrefixTuningConfig, PromptTuningConfig, get_peft_model
-
-    configs = {
-        "lora_attn": lambda: LoraConfig(r=8, lora_alpha=32, target_modules=["query", "value"], lora_dropout=0.0),
-        "lora_ffn": lambda: LoraConfig(r=64, lora_alpha=256, lora_dropout=0.0,
-                                       target_modules=r".*layer\.\d+\.(intermediate|output)\.dense"),
-        "prefix": lambda: PrefixTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=30, prefix_projection=True,
-                                             encoder_hidden_size=800),
-        "prompt_tuning": lambda: PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=30),
-    }
-    return get_peft_model(model, configs[name]())
-
-
-def rss_mb() -> float:
-    """Current resident set size, from /proc (Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
-def worker(name: str, impl: str, steps: int, warmup: int, threads: int) -> dict:
-    import resource
-
-    import peft  # noqa: F401  (imported by every configuration, so the baseline is the same)
-    import torch
-    import transformers
-
-    import peft_space
-
-    baseline = rss_mb()
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    config = transformers.BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
-                                     intermediate_size=1536, vocab_size=30522, num_labels=2)
-    model = transformers.BertForSequenceClassification(config).train()
-    budget = None
-    if impl == "ours":
-        budget = peft_space.count_budget(peft_space.apply(model, design(name)), model.peft_design).pct_analytic
-    elif impl == "peft":
-        model = peft_model(name, model)
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=1e-4)
-    ids = torch.randint(1000, 30000, (BATCH, LENGTH))
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.randint(0, 2, (BATCH,))}
-    times = []
-    for i in range(warmup + steps):
-        start = time.perf_counter()
-        model(**inputs).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"ms": 1000 * statistics.median(times), "rss_mb": peak, "train_mb": peak - baseline,
-            "trainable": sum(p.numel() for p in parameters), "budget_pct": budget}
-
-
-def measure(name: str, impl: str, args: argparse.Namespace) -> dict:
-    command = [sys.executable, __file__, "--worker", name, impl, "--steps", str(args.steps), "--warmup",
-               str(args.warmup), "--threads", str(args.threads)]
-    out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)})
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def summary(samples: list[float]) -> str:
-    return f"{statistics.median(samples):.2f} ({min(samples):.2f}–{max(samples):.2f})"
-
-
-def main() -> None:
-    import peft_space
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="*", default=peft_space.presets())
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--worker", nargs=2, metavar=("PRESET", "IMPL"), help=argparse.SUPPRESS)
-    parser.add_argument("--json", type=Path, help="also write the raw samples here")
-    parser.add_argument("--gpu", action="store_true", help="GPU mode: BART-large and a 1B LLaMA, bf16 (see above)")
-    parser.add_argument("--tiny", action="store_true", help="GPU mode at tiny sizes (runs on a CPU too)")
-    parser.add_argument("--sections", nargs="*", default=list(SECTIONS), choices=list(SECTIONS),
-                        help="GPU mode: which measurements")
-    parser.add_argument("--out", type=Path, help="GPU mode: append the Markdown report to this file too")
-    parser.add_argument("--gpu-worker", nargs=3, metavar=("MODEL", "DESIGN", "CHECKPOINTING"), help=argparse.SUPPRESS)
-    parser.add_argument("--sdpa-worker", metavar="DESIGN", help=argparse.SUPPRESS)
-    parser.add_argument("--attention-worker", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        print(json.dumps(worker(*args.worker, args.steps, args.warmup, args.threads)))
-        return
-    if args.gpu_worker:
-        model, design, checkpointing = args.gpu_worker
-        print(json.dumps(gpu_worker(model, design, args.tiny, args.steps, args.warmup, checkpointing == "1")))
-        return
-    if args.sdpa_worker:
-        print(json.dumps(sdpa_worker(args.sdpa_worker, args.tiny)))
-        return
-    if args.attention_worker:
-        print(json.dumps(attention_worker(args.tiny)))
-        return
-    if args.gpu:
-        gpu_main(args)
-        return
-
-    runs = [("full", "full")] + [(p, "ours") for p in args.presets] + [(p, "peft") for p in args.presets if p in PEFT]
-    samples: dict[tuple[str, str], list[dict]] = {run: [] for run in runs}
-    for round_ in range(args.rounds):
-        for i, run in enumerate(runs):
-            samples[run].append(measure(*run, args))
-            print(f"round {round_ + 1}/{args.rounds} · {i + 1}/{len(runs)} {run[1]:>4} {run[0]:<22} "
-                  f"{samples[run][-1]['ms']:8.1f} ms  {samples[run][-1]['rss_mb']:7.0f} MB", file=sys.stderr, flush=True)
-    if args.json:
-        args.json.write_text(json.dumps({f"{k[1]}:{k[0]}": v for k, v in samples.items()}, indent=1))
-
-    full = samples[("full", "full")]
-    print(f"\nMiniLM-sized BERT, batch {BATCH}×{LENGTH}, {args.threads} threads, {args.rounds} rounds × {args.steps} steps; "
-          f"full fine-tuning: {summary([s['ms'] for s in full])} ms/step, {summary([s['rss_mb'] for s in full])} MB max RSS, "
-          f"{summary([s['train_mb'] for s in full])} MB training peak")
-    print("\n| preset | budget % (analytic) | ms/step | × full FT time | × full FT training peak | × full FT max RSS "
-          "| × HF PEFT time | × HF PEFT training peak |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name in args.presets:
-        ours = samples[(name, "ours")]
-        time_ratio = [o["ms"] / f["ms"] for o, f in zip(ours, full)]
-        train_ratio = [o["train_mb"] / f["train_mb"] for o, f in zip(ours, full)]
-        rss_ratio = [o["rss_mb"] / f["rss_mb"] for o, f in zip(ours, full)]
-        row = (f"| {name} | {ours[0]['budget_pct']:.2f} | {summary([o['ms'] for o in ours])} | {summary(time_ratio)} "
-               f"| {summary(train_ratio)} | {summary(rss_ratio)} |")
-        if (name, "peft") in samples:
-            theirs = samples[(name, "peft")]
-            row += (f" {summary([o['ms'] / t['ms'] for o, t in zip(ours, theirs)])} "
-                    f"| {summary([o['train_mb'] / t['train_mb'] for o, t in zip(ours, theirs)])} |")
-        else:
-            row += " – | – |"
-        print(row)
-
-
-# -- GPU mode ----------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Shape:
     config: dict[str, int]  # the transformers config's sizes
@@ -218,13 +74,12 @@ class Shape:
     target: int = 0  # decoder tokens of an encoder-decoder
 
 
-@dataclass(frozen=True)
-class GpuModel:
-    build: Callable[[dict[str, int]], Any]  # sizes -> a transformers model with a loss
-    full: Shape
-    tiny: Shape
-    designs: tuple[str, ...]  # "full" or presets; "+ckpt": with gradient checkpointing
-    sizes: dict[str, int]  # preset -> bottleneck, where not the paper's
+def _bert(sizes: dict[str, int]) -> Any:
+    import transformers
+
+    return transformers.BertForSequenceClassification(transformers.BertConfig(
+        hidden_size=sizes["d"], num_hidden_layers=sizes["layers"], num_attention_heads=sizes["heads"],
+        intermediate_size=sizes["ffn"], vocab_size=sizes["vocab"], num_labels=2))
 
 
 def _bart(sizes: dict[str, int]) -> Any:
@@ -241,10 +96,248 @@ def _llama(sizes: dict[str, int]) -> Any:
 
     return transformers.LlamaForCausalLM(transformers.LlamaConfig(
         hidden_size=sizes["d"], num_hidden_layers=sizes["layers"], num_attention_heads=sizes["heads"],
-        intermediate_size=sizes["ffn"], vocab_size=sizes["vocab"], max_position_embeddings=2048))
+        num_key_value_heads=sizes.get("kv_heads", sizes["heads"]), intermediate_size=sizes["ffn"],
+        vocab_size=sizes["vocab"], max_position_embeddings=2048))
 
 
 TINY = {"d": 64, "layers": 2, "ffn": 128, "heads": 4, "vocab": 1000}
+
+
+def _run_worker(flags: list[str], args: argparse.Namespace) -> dict:
+    """A worker in its own process; its failure (e.g. out of memory) comes back as {"error": ...}."""
+    command = [sys.executable, __file__, *flags, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    command += ["--tiny"] if args.tiny else []
+    out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)})
+    if out.returncode:
+        lines = out.stderr.strip().splitlines() or [f"exit code {out.returncode}"]
+        return {"error": lines[-1][:200]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# -- CPU rows ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CpuModel:
+    title: str
+    build: Callable[[dict[str, int]], Any]  # sizes -> a transformers model with a loss
+    full: Shape
+    tiny: Shape
+    task: str  # HF PEFT's task type, and the loss: SEQ_CLS a 2-way head, CAUSAL_LM the next token
+    lora_targets: dict[str, Any]  # lora_attn / lora_ffn -> HF PEFT's target_modules for the same matrices
+    presets: tuple[str, ...] | None  # the default rows; None: every preset
+
+
+CPU_MODELS = {
+    "bert": CpuModel("MiniLM-sized BERT, sequence classification", _bert,
+                     Shape({"d": 384, "layers": 6, "ffn": 1536, "heads": 12, "vocab": 30522}, 16, 128),
+                     Shape(TINY, 2, 16), "SEQ_CLS",
+                     {"lora_attn": ["query", "value"], "lora_ffn": r".*layer\.\d+\.(intermediate|output)\.dense"}, None),
+    "llama": CpuModel("LLaMA-family decoder (grouped-query attention), causal LM", _llama,
+                      Shape({"d": 512, "layers": 8, "ffn": 1408, "heads": 8, "kv_heads": 2, "vocab": 8000}, 4, 256),
+                      Shape({**TINY, "kv_heads": 2}, 2, 16), "CAUSAL_LM",
+                      {"lora_attn": ["q_proj", "v_proj"], "lora_ffn": ["gate_proj", "up_proj", "down_proj"]},
+                      ("lora_attn", "prefix", "pa_ffn", "mam")),
+}
+
+
+def design(name: str, hidden: int):
+    """Preset ``name`` at PEFT's common size where HF PEFT has it, else at the paper's BART-large size × hidden/1024."""
+    import peft_space
+
+    sites = peft_space.preset(name).sites
+    if name in SIZES:
+        return peft_space.preset(name, **{f"{s}.bottleneck": SIZES[name] for s in sites})
+    return peft_space.preset(name, **{f"{s}.bottleneck": max(1, round(m["bottleneck"] * hidden / 1024))
+                                      for s, m in sites.items() if "bottleneck" in m})
+
+
+def peft_model(name: str, model, spec: CpuModel):
+    from peft import LoraConfig, PrefixTuningConfig, PromptTuningConfig, get_peft_model
+
+    configs = {
+        "lora_attn": lambda: LoraConfig(r=8, lora_alpha=32, target_modules=spec.lora_targets[name], lora_dropout=0.0),
+        "lora_ffn": lambda: LoraConfig(r=64, lora_alpha=256, lora_dropout=0.0, target_modules=spec.lora_targets[name]),
+        "prefix": lambda: PrefixTuningConfig(task_type=spec.task, num_virtual_tokens=30, prefix_projection=True,
+                                             encoder_hidden_size=800),
+        "prompt_tuning": lambda: PromptTuningConfig(task_type=spec.task, num_virtual_tokens=30),
+    }
+    return get_peft_model(model, configs[name]())
+
+
+def rss_mb() -> float:
+    """Current resident set size, from /proc (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def worker(model_name: str, name: str, impl: str, steps: int, warmup: int, threads: int, tiny: bool) -> dict:
+    """One configuration (impl: full, ours or peft): its median step, peak memory, trainable count, budget."""
+    import resource
+
+    import peft  # noqa: F401  (imported by every configuration, so the baseline is the same)
+    import torch
+    import transformers  # noqa: F401  (likewise)
+
+    import peft_space
+
+    baseline = rss_mb()
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    spec = CPU_MODELS[model_name]
+    shape = spec.tiny if tiny else spec.full
+    model = spec.build(shape.config).train()
+    budget = None
+    if impl == "ours":
+        chosen = design(name, shape.config["d"])
+        budget = peft_space.count_budget(peft_space.apply(model, chosen), chosen).pct_analytic
+    elif impl == "peft":
+        model = peft_model(name, model, spec)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=1e-4)
+    ids = torch.randint(4, shape.config["vocab"], (shape.batch, shape.source))
+    labels = ids if spec.task == "CAUSAL_LM" else torch.randint(0, 2, (shape.batch,))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    times = []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        model(**inputs).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"ms": 1000 * statistics.median(times), "rss_mb": peak, "train_mb": peak - baseline,
+            "trainable": sum(p.numel() for p in parameters), "budget_pct": budget}
+
+
+def summary(samples: list[float]) -> str:
+    return f"{statistics.median(samples):.2f} ({min(samples):.2f}–{max(samples):.2f})"
+
+
+Run = tuple[str, str, str]  # (model, preset or "full", impl: full / ours / peft)
+
+
+def cpu_runs(args: argparse.Namespace) -> dict[str, list[Run]]:
+    """Per model, its configurations: full fine-tuning, each preset, and HF PEFT's where it has the preset."""
+    import peft_space
+
+    runs = {}
+    for model in args.models:
+        presets = args.presets or CPU_MODELS[model].presets or peft_space.presets()
+        runs[model] = [(model, "full", "full"), *((model, p, "ours") for p in presets),
+                       *((model, p, "peft") for p in presets if p in PEFT)]
+    return runs
+
+
+def _skipped(result: dict) -> str:
+    return "skipped: " + result["error"].replace("|", "/")
+
+
+def cpu_table(model: str, runs: list[Run], samples: dict[Run, list[dict]], args: argparse.Namespace) -> list[str]:
+    """The Markdown table of one model: each preset against full fine-tuning and HF PEFT, or why it was skipped."""
+    spec = CPU_MODELS[model]
+    shape = spec.tiny if args.tiny else spec.full
+    full = samples[(model, "full", "full")]
+    head = (f"{spec.title}{' (tiny)' if args.tiny else ''}: {shape.config}, batch {shape.batch}×{shape.source}, "
+            f"{args.threads} threads, {args.rounds} rounds × {args.steps} steps")
+    if "error" in full[0]:
+        return [f"{head}; full fine-tuning failed, nothing to compare with: {full[0]['error']}", ""]
+    lines = [f"{head}; full fine-tuning: {summary([s['ms'] for s in full])} ms/step, "
+             f"{summary([s['rss_mb'] for s in full])} MB max RSS, {summary([s['train_mb'] for s in full])} MB training "
+             "peak", "", "| preset | budget % (analytic) | ms/step | × full FT time | × full FT training peak "
+             "| × full FT max RSS | × HF PEFT time | × HF PEFT training peak |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for _, name, impl in runs:
+        if impl != "ours":
+            continue
+        ours = samples[(model, name, "ours")]
+        if "error" in ours[0]:
+            lines.append(f"| {name} | {_skipped(ours[0])} | | | | | | |")
+            continue
+        row = (f"| {name} | {ours[0]['budget_pct']:.2f} | {summary([o['ms'] for o in ours])} "
+               f"| {summary([o['ms'] / f['ms'] for o, f in zip(ours, full)])} "
+               f"| {summary([o['train_mb'] / f['train_mb'] for o, f in zip(ours, full)])} "
+               f"| {summary([o['rss_mb'] / f['rss_mb'] for o, f in zip(ours, full)])} |")
+        theirs = samples.get((model, name, "peft"))
+        if theirs is None:
+            row += " – | – |"
+        elif "error" in theirs[0]:
+            row += f" {_skipped(theirs[0])} | – |"
+        else:
+            row += (f" {summary([o['ms'] / t['ms'] for o, t in zip(ours, theirs)])} "
+                    f"| {summary([o['train_mb'] / t['train_mb'] for o, t in zip(ours, theirs)])} |")
+        lines.append(row)
+    return lines + [""]
+
+
+def cpu_main(args: argparse.Namespace) -> None:
+    """Every model's configurations, interleaved over rounds; then one table per model."""
+    runs = cpu_runs(args)
+    order = [run for model_runs in runs.values() for run in model_runs]
+    samples: dict[Run, list[dict]] = {run: [] for run in order}
+    for round_ in range(args.rounds):
+        for i, run in enumerate(order):
+            if samples[run] and "error" in samples[run][0]:
+                continue  # it cannot run (a refusal, not noise): its reason stands
+            result = _run_worker(["--worker", *run, "--threads", str(args.threads)], args)
+            samples[run].append(result)
+            done = _skipped(result) if "error" in result else f"{result['ms']:8.1f} ms  {result['rss_mb']:7.0f} MB"
+            print(f"round {round_ + 1}/{args.rounds} · {i + 1}/{len(order)} {run[0]:<5} {run[2]:>4} {run[1]:<22} {done}",
+                  file=sys.stderr, flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({":".join(k): v for k, v in samples.items()}, indent=1))
+    for model, model_runs in runs.items():
+        emit(["", *cpu_table(model, model_runs, samples, args)], args.out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="*", default=list(CPU_MODELS), choices=list(CPU_MODELS))
+    parser.add_argument("--presets", nargs="*", help="the rows of every model (default: each model's own)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--worker", nargs=3, metavar=("MODEL", "PRESET", "IMPL"), help=argparse.SUPPRESS)
+    parser.add_argument("--json", type=Path, help="also write the raw samples here")
+    parser.add_argument("--gpu", action="store_true", help="GPU mode: BART-large and a 1B LLaMA, bf16 (see above)")
+    parser.add_argument("--tiny", action="store_true", help="tiny sizes (runs on a CPU too): does it run?")
+    parser.add_argument("--sections", nargs="*", default=list(SECTIONS), choices=list(SECTIONS),
+                        help="GPU mode: which measurements")
+    parser.add_argument("--out", type=Path, help="append the Markdown report to this file too")
+    parser.add_argument("--gpu-worker", nargs=3, metavar=("MODEL", "DESIGN", "CHECKPOINTING"), help=argparse.SUPPRESS)
+    parser.add_argument("--sdpa-worker", metavar="DESIGN", help=argparse.SUPPRESS)
+    parser.add_argument("--attention-worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(*args.worker, args.steps, args.warmup, args.threads, args.tiny)))
+        return
+    if args.gpu_worker:
+        model, design, checkpointing = args.gpu_worker
+        print(json.dumps(gpu_worker(model, design, args.tiny, args.steps, args.warmup, checkpointing == "1")))
+        return
+    if args.sdpa_worker:
+        print(json.dumps(sdpa_worker(args.sdpa_worker, args.tiny)))
+        return
+    if args.attention_worker:
+        print(json.dumps(attention_worker(args.tiny)))
+        return
+    if args.gpu:
+        gpu_main(args)
+        return
+    cpu_main(args)
+
+
+# -- GPU mode ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GpuModel:
+    build: Callable[[dict[str, int]], Any]  # sizes -> a transformers model with a loss
+    full: Shape
+    tiny: Shape
+    designs: tuple[str, ...]  # "full" or presets; "+ckpt": with gradient checkpointing
+    sizes: dict[str, int]  # preset -> bottleneck, where not the paper's
+
+
 GPU_MODELS = {
     "bart-large": GpuModel(_bart, Shape({"d": 1024, "layers": 12, "ffn": 4096, "heads": 16, "vocab": 50265},
                                         8, 512, 128),
@@ -413,17 +506,6 @@ def attention_worker(tiny: bool) -> dict[str, dict[str, str]]:
              f"prefix l={prefix}: no mask": timer(q, tensor(prefix + length), tensor(prefix + length), None)}
     return {case: {label: _attempt(label, measure) for label in ("default", *BACKENDS)}
             for case, measure in cases.items()}
-
-
-def _run_worker(flags: list[str], args: argparse.Namespace) -> dict:
-    """A worker in its own process; its failure (e.g. out of memory) comes back as {"error": ...}."""
-    command = [sys.executable, __file__, *flags, "--steps", str(args.steps), "--warmup", str(args.warmup)]
-    command += ["--tiny"] if args.tiny else []
-    out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)})
-    if out.returncode:
-        lines = out.stderr.strip().splitlines() or [f"exit code {out.returncode}"]
-        return {"error": lines[-1][:200]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _throughput_table(name: str, args: argparse.Namespace) -> list[str]:

@@ -3,6 +3,7 @@ checkpointing, the step count of token-budgeted batches; packing trials onto GPU
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import re
@@ -326,6 +327,59 @@ def test_the_gpu_benchmark_code_path_runs_tiny(monkeypatch):
     assert re.fullmatch(timed, kernels["math"]), kernels  # the math backend runs anywhere
     ops = re.fullmatch(rf"{timed} \((.+)\)", kernels["default"])  # what SDPA picked: prefix tuning goes through it
     assert ops and ops.group(1) != "none" and "scaled_dot_product" in ops.group(1), kernels
+
+
+# the CPU rows at tiny sizes: the decoder-only rows, and what cannot run skipped with its reason (issue 26)
+CELL = r"-?\d+\.\d\d \(-?\d+\.\d\d–-?\d+\.\d\d\)"  # a median (min–max)
+# HF PEFT's prefix tuning passes the prefix as a KV cache; transformers 5.24 took the cache out of BERT's forward
+BERT_TAKES_A_KV_CACHE = "past_key_values" in inspect.signature(T.BertModel.forward).parameters
+
+
+@pytest.mark.slow
+def test_the_cpu_step_time_tables_compare_decoder_rows_and_skip_what_cannot_run(monkeypatch, capsys):
+    """``python -m benchmarks.step_time`` at tiny sizes over both models, two rounds: every row measured against
+    full fine-tuning, LoRA and prefix tuning on the decoder against HF PEFT too; BitFit on LLaMA (no biases) and HF
+    PEFT's prefix tuning on BERT (no KV cache since transformers 5.24) run in a real worker process, fail there, and
+    are skipped with their reason after one try instead of stopping the run."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import step_time
+
+    refused = {("llama", "bitfit", "ours"), ("bert", "prefix", "peft")}
+    real, calls = step_time._run_worker, []
+
+    def run_worker(flags: list[str], args) -> dict:  # the rest in this process: the same worker, without the start-up
+        run = tuple(flags[1:4])
+        calls.append(run)
+        return real(flags, args) if run in refused else step_time.worker(*run, args.steps, args.warmup, 1, args.tiny)
+
+    monkeypatch.setattr(step_time, "_run_worker", run_worker)
+    monkeypatch.setattr(sys, "argv", ["step_time", "--models", "bert", "llama", "--presets", "lora_attn", "prefix",
+                                      "bitfit", "--tiny", "--rounds", "2", "--steps", "1", "--warmup", "0"])
+    step_time.main()
+    out = capsys.readouterr().out
+    assert {run: calls.count(run) for run in refused} == {run: 1 for run in refused}
+    assert len(calls) == 2 * 12 - 2  # 4 configurations of each model + HF PEFT's LoRA and prefix, interleaved
+    bert, llama = out.split("LLaMA-family decoder")
+    assert "MiniLM-sized BERT" in bert and "causal LM (tiny)" in llama
+
+    def row(table: str, preset: str) -> list[str]:
+        return next(line for line in table.splitlines() if line.startswith(f"| {preset} |")).strip("| ").split(" | ")
+
+    measured = rf"\d+\.\d\d|{CELL}"
+    for table, presets in ((llama, ("lora_attn", "prefix")), (bert, ("lora_attn", "bitfit"))):
+        for preset in presets:
+            cells = row(table, preset)[1:]
+            compared = preset in step_time.PEFT
+            assert all(re.fullmatch(measured, c) for c in cells[:5 + 2 * compared]), (preset, cells)
+            assert compared or cells[5:] == ["–", "–"], (preset, cells)
+    assert row(llama, "bitfit")[1].startswith("skipped: ") and "llama has no bias" in row(llama, "bitfit")[1]
+    prefix = row(bert, "prefix")
+    assert all(re.fullmatch(measured, c) for c in prefix[1:6]), prefix
+    if BERT_TAKES_A_KV_CACHE:
+        assert all(re.fullmatch(CELL, c) for c in prefix[6:]), prefix
+    else:
+        assert prefix[6:] == ["skipped: ValueError: Model does not support past key values which are required for "
+                              "prefix tuning.", "–"], prefix
 
 
 # -- 7. the GPU search and the table at GPU size: valid specs, read samples ----------------------------------------
