@@ -26,8 +26,18 @@ def study(spec: Spec) -> optuna.Study:
 
 
 def reference(spec: Spec) -> tuple[float, float]:
-    """The hypervolume's reference point: the metric of a model that learned nothing, and the budget cap."""
-    return spec.task_def.chance_metric, spec.budget_cap
+    """The hypervolume's reference point, (worst metric, largest budget): the validation metric of a model that
+    learned nothing, and the budget cap. Its perplexity is a uniform guess's over the model's output vocabulary, the
+    vocabulary's size (lower is better: a front below it has a positive hypervolume); other metrics' is the task's
+    ``chance_metric``."""
+    task = spec.task_def
+    if task.validation_metric == "perplexity":
+        import transformers as T
+
+        from trainers import model_path
+
+        return float(T.AutoConfig.from_pretrained(model_path(spec.model)).get_text_config().vocab_size), spec.budget_cap
+    return task.chance_metric, spec.budget_cap
 
 
 def summarise(spec: Spec, confirmed: dict[int, float] | None = None) -> report.Summary:

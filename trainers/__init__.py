@@ -22,7 +22,7 @@ from trainers.tasks import TASKS, Task, TaskKind, register_task, validation_metr
 
 _LAZY = {"train": "trainers.loop", "evaluate": "trainers.loop", "Result": "trainers.loop",
          "load_base": "trainers.models", "budget_pct": "trainers.models", "check_model": "trainers.models",
-         "prepare": "trainers.models", "check_data": "trainers.data"}
+         "prepare": "trainers.models", "model_path": "trainers.models", "check_data": "trainers.data"}
 
 
 def __getattr__(name: str) -> Any:
@@ -33,4 +33,4 @@ def __getattr__(name: str) -> Any:
 
 __all__ = ["DEFAULT_MODEL", "FULL", "PREDICTED_SHARE", "SE", "TASKS", "Hyperparameter", "Result", "Status", "Task",
            "TaskKind", "TrainConfig", "budget_pct", "check_data", "check_model", "coerce", "evaluate", "hyperparameters",
-           "load_base", "prepare", "register_task", "resolve", "train", "validation_metrics"]
+           "load_base", "model_path", "prepare", "register_task", "resolve", "train", "validation_metrics"]

@@ -58,7 +58,8 @@ class Task:
     @property
     def chance_metric(self) -> float:
         """The validation metric of a model that learned nothing, the hypervolume's reference: a uniform guess's
-        accuracy for classification, 0 for generation (the ROUGE or BLEU of no overlap)."""
+        accuracy for classification, 0 for generation (the ROUGE or BLEU of no overlap). Not a perplexity's: that
+        depends on the model (a uniform guess over its vocabulary scores the vocabulary's size)."""
         return 1.0 / self.num_labels if self.is_classification else 0.0
 
     @property
