@@ -119,7 +119,9 @@ def train(
                                             "hyper-parameter (lr=3e-4, batch_size=16, eval_examples=200); repeatable")] = [],
     model: Annotated[str, typer.Option(help=f"Base model: '{DEFAULT_MODEL}' (shipped) or any transformers name or path")] = DEFAULT_MODEL,
     seed: Annotated[int, typer.Option(help="Seed for the head, the design's init, data order and dropout")] = 0,
-    data_dir: Annotated[Path | None, typer.Option(help="Directory with the task's files (default: shared/data)")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Directory with the task's files (default: $PEFT_SEARCH_DATA, "
+                                                       "a checkout's shared/data, ~/.local/share/peft-search/data, "
+                                                       "the hub, the packaged SST-2)")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
     output: Annotated[Path | None, typer.Option(help="Also write the full result as JSON here")] = None,
     **given: Any,
