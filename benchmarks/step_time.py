@@ -132,7 +132,7 @@ CPU_MODELS = {
                      Shape(TINY, 2, 16), "SEQ_CLS",
                      {"lora_attn": ["query", "value"], "lora_ffn": r".*layer\.\d+\.(intermediate|output)\.dense"}, None),
     "llama": CpuModel("LLaMA-family decoder (grouped-query attention), causal LM", _llama,
-                      Shape({"d": 512, "layers": 8, "ffn": 1408, "heads": 8, "kv_heads": 2, "vocab": 8000}, 4, 256),
+                      Shape({"d": 512, "layers": 8, "ffn": 1408, "heads": 8, "kv_heads": 2, "vocab": 8000}, 2, 256),
                       Shape({**TINY, "kv_heads": 2}, 2, 16), "CAUSAL_LM",
                       {"lora_attn": ["q_proj", "v_proj"], "lora_ffn": ["gate_proj", "up_proj", "down_proj"]},
                       ("lora_attn", "prefix", "pa_ffn", "mam")),
