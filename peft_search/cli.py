@@ -112,7 +112,8 @@ def _hyperparameter_options() -> dict[str, tuple[type, str]]:
 @app.command(epilog=_dimension_help())
 @_with_options(_hyperparameter_options(), panel="Training hyper-parameters")
 def train(
-    task: Annotated[str, typer.Option(help="Task: " + ", ".join(trainers.TASKS))] = "sst2",
+    task: Annotated[str, typer.Option(help="Task: " + ", ".join(trainers.TASKS) + ", or a YAML file declaring one "
+                                      "(its fields: task.* in `peft-search fields`)")] = "sst2",
     design: Annotated[str | None, typer.Option(help="Preset design: " + ", ".join(peft_space.presets()) + f"; or {FULL} (full fine-tuning)")] = None,
     design_json: Annotated[Path | None, typer.Option(help="A design JSON file (from peft_space.save or MLflow)")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override: a design key (ffn.bottleneck=16) or a "
@@ -130,9 +131,7 @@ def train(
     (below) or --set NAME=VALUE; `peft-search fields` lists them too (as train.NAME of a search spec)."""
     design_sets, hyper = parse_sets(set_)
     chosen = load_design(design, design_json, design_sets)
-    if task not in trainers.TASKS:
-        raise FieldError("--task", task, "one of " + ", ".join(trainers.TASKS))
-    task_obj = trainers.TASKS[task]
+    task_obj = trainers.task_of(specs.task_choice("--task", task))
     hyper |= {name: value for name, value in given.items() if value is not None}
     trainers.resolve(task_obj, hyper)  # validate hyper-parameters before the heavy imports
     result = trainers.train(task_obj, chosen, model=model, seed=seed, data_dir=data_dir, progress=progress, **hyper)
@@ -440,7 +439,7 @@ def main() -> None:
     """Entry point: bad input is one line on stderr and exit code 2."""
     try:
         code = app(standalone_mode=False)
-    except SpecError as err:
+    except (SpecError, trainers.DeclarationError) as err:
         print("\n".join(f"peft-search: error: {p}" for p in err.problems), file=sys.stderr)
         sys.exit(2)
     except FieldError as err:

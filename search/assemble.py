@@ -7,6 +7,7 @@ Which implementation a name of the spec means is ``search.implementations``' tab
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,10 @@ def params(spec: Spec) -> dict[str, Any]:
     """The search's constants as flat MLflow params (``train.lr``, ``asha.max_steps``, ...)."""
     flat: dict[str, Any] = {}
     for key, value in spec.to_dict().items():
-        if isinstance(value, dict):
+        if key == "task" and isinstance(value, dict):  # a declared task: its name, declaration and data's hashes
+            flat |= {"task": value["name"], Params.TASK_DECLARATION: json.dumps(value, sort_keys=True),
+                     Params.DATA_SHA256: json.dumps(trainers.data_hashes(value), sort_keys=True)}
+        elif isinstance(value, dict):
             flat |= {f"{key}.{k}": v for k, v in value.items()}
         else:
             flat[key] = value

@@ -1,7 +1,8 @@
 """Re-train a recorded trial, or export its trained modification, from what its MLflow run holds.
 
-A trial's run records everything ``trainers.train`` needs: the design (``design.json``), task, model, seed,
-data source and every resolved hyper-parameter (thread count included). ``reproduce`` trains it again here,
+A trial's run records everything ``trainers.train`` needs: the design (``design.json``), task (a declared one with
+its declaration and its data files' hashes), model, seed, data source and every resolved hyper-parameter (thread
+count included). ``reproduce`` trains it again here,
 logs the new run beside the original (tag ``peft_search.reproduces``) and returns both metric sets; on a CPU
 with the shipped data they are equal. ``export`` writes the front trial's weights for inference (and HF peft's
 format where the design is LoRA).
@@ -33,8 +34,9 @@ def _run(tracking_uri: str, run_id: str) -> Any:
 
 def recorded_inputs(run: Any) -> dict[str, Any]:
     """``trainers.train``'s arguments as the run recorded them; a hyper-parameter added since the run was recorded
-    takes the value that applied then (its declaration's ``unrecorded``)."""
-    from trainers import coerce, hyperparameters
+    takes the value that applied then (its declaration's ``unrecorded``). A declared task is registered from the
+    record; a data file whose content has changed since the run is an error naming it, not silently used."""
+    from trainers import DeclarationError, changed_data, coerce, hyperparameters, register_declared
 
     params = run.data.params
     missing = [k for k in ("task", "model", Params.SEED, "data") if k not in params]
@@ -43,7 +45,14 @@ def recorded_inputs(run: Any) -> dict[str, Any]:
     hyper = {h.name: coerce(h.name, params.get(h.name, h.unrecorded)) for h in hyperparameters()
              if h.name in params or h.unrecorded is not None}
     data = params["data"]
-    return {"task": params["task"], "model": params["model"], "seed": int(params[Params.SEED]),
+    task = params["task"]
+    if Params.TASK_DECLARATION in params:  # a declared task: registered here from the record, on the same data
+        declaration = json.loads(params[Params.TASK_DECLARATION])
+        changed = changed_data(declaration, json.loads(params.get(Params.DATA_SHA256, "{}")))
+        if changed:
+            raise DeclarationError(changed)
+        task = register_declared(declaration).name
+    return {"task": task, "model": params["model"], "seed": int(params[Params.SEED]),
             "data_dir": None if data.startswith("hub:") else data, **hyper}
 
 

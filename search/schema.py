@@ -41,6 +41,10 @@ class Params:
     SEED = "seed"  # the trial's training seed
     METRIC = "metric"  # the parent run: the task metric the search selects on
     HIGHER_IS_BETTER = "higher_is_better"  # the parent run: "True" or "False"
+    # a declared task (every run of its search): the declaration as JSON (``Declaration.to_dict``, absolute file
+    # paths) and the sha256 of each local data file as JSON (split -> hex digest), taken when the search started
+    TASK_DECLARATION = "task_declaration"
+    DATA_SHA256 = "data_sha256"
 
 
 class Artifacts:

@@ -304,6 +304,22 @@ def _hyper_value(name: str, declared: trainers.Hyperparameter, value: Any, allow
         raise FieldError(name, value, allowed) from None
 
 
+def task_choice(name: str, value: Any) -> str | dict[str, Any]:
+    """``task``: a registered task's name, or a declaration (a mapping, or a YAML file holding one) kept as its checked
+    plain data, every field filled in."""
+    try:
+        if isinstance(value, Mapping):
+            return trainers.parse_declaration(value).to_dict()
+        if isinstance(value, str) and value.endswith((".yaml", ".yml")):
+            return trainers.load_declaration(value)
+    except trainers.DeclarationError as err:
+        raise SpecError(err.problems) from None
+    if value not in trainers.TASKS:
+        raise FieldError(name, value, "one of " + ", ".join(trainers.TASKS) + ", a mapping declaring a task (task.* "
+                                      "in `peft-search fields`) or a YAML file declaring one")
+    return value
+
+
 def _train(name: str, value: Any) -> dict[str, Any]:
     """``train``: overrides of the task's training config (checked against the task by a cross-field rule)."""
     given = dict(_mapping(name, value, "a mapping of training options, e.g. {lr: 1e-3}"))
@@ -327,7 +343,9 @@ RESOURCES = keyed(cpu=rule(lambda v: _number(v) and v > 0, "a number of CPUs > 0
 class Spec:
     name: str = spec_field("default", "search name: the Optuna study, the MLflow experiment, Ray's folder", flag=True,
                            check=NAME)
-    task: str = spec_field("sst2", "task", flag=True, choices=lambda: list(trainers.TASKS))
+    task: str | Mapping[str, Any] = spec_field(
+        "sst2", "a registered task's name, a task declared here (a mapping of the task.* fields below) or a YAML file "
+                "declaring one", flag=True, check=task_choice)
     model: str = spec_field(trainers.DEFAULT_MODEL, f"base model: '{trainers.DEFAULT_MODEL}' (shipped) or a transformers "
                                                     "name or path", flag=True,
                             check=TEXT)
@@ -416,7 +434,7 @@ class Spec:
 
     @property
     def task_def(self) -> trainers.Task:
-        return trainers.TASKS[self.task]
+        return trainers.task_of(self.task)
 
     @property
     def saved_path(self) -> Path:
@@ -481,6 +499,8 @@ def describe() -> str:
     for declared in fields(Spec):
         default = declared.default_factory() if declared.default_factory is not MISSING else declared.default
         lines.append(f"{declared.name}: {_yaml(default)}  # {field_help(declared)}")
+        if declared.name == "task":  # a declared task's fields
+            lines += trainers.declaration_fields()
         if declared.name == "train":  # its keys: the trainer's hyper-parameters, each with its declaration
             lines += [f"  train.{h.name}: {_yaml(h.default)}  # {h.help}; allowed: {h.allowed}"
                       + (f"; search_train samples {h.searched()}" if h.searchable else "")
@@ -529,6 +549,8 @@ def read(path: str | Path) -> dict[str, Any]:
         raise SpecError([FieldError("spec", str(source), f"valid YAML ({str(err).splitlines()[0]})")]) from None
     if not isinstance(data, dict):
         raise SpecError([FieldError("spec", type(data).__name__, "a mapping of spec fields")])
+    if isinstance(data.get("task"), Mapping):  # a declared task's files are relative to the spec's folder
+        data["task"] = trainers.resolve_declared_files(data["task"], source.parent)
     return data
 
 
@@ -623,7 +645,7 @@ def _table_with_tabular(spec: Mapping[str, Any]) -> list[FieldError]:
 
 
 def _task_metric_and_training(spec: Mapping[str, Any]) -> list[FieldError]:
-    task = trainers.TASKS[spec["task"]]
+    task = trainers.task_of(spec["task"])
     problems = []
     if spec["asha_metric"] is not None and spec["asha_metric"] not in asha_metrics(task):
         problems.append(FieldError("asha_metric", spec["asha_metric"], "one of " + ", ".join(asha_metrics(task))))

@@ -1,7 +1,7 @@
 """A trial's config and what it trains, both ways.
 
 Ray Tune gives every trial one config: the search's constants (``search.assemble.constants``: task, model, seed,
-the training configuration ``train``, data, plugins, trainer) merged with what the searcher suggests for it, or,
+the training configuration ``train``, data, plugins, trainer; a declared task travels as its declaration) merged with what the searcher suggests for it, or,
 for a fixed list of cases run as a grid (confirmation re-runs, a table's added designs, its reference rows), with
 the case under the key ``case``. Both the suggestion and a case are made by ``suggestion``; ``read`` turns either
 config into a ``TrialConfig``: the design (``None``: full fine-tuning), its budget, seed and training
@@ -16,6 +16,7 @@ from typing import Any
 
 from peft_space import Design
 from search.spec import import_plugins
+import trainers
 from trainers import FULL
 
 CASE = "case"  # a grid of cases: Ray Tune's grid_search over this key
@@ -66,14 +67,15 @@ def suggestion(design: Design | None, budget: float, *, optuna_trial: int = -1, 
 
 def read(config: Mapping[str, Any]) -> TrialConfig:
     """A trial's config as Ray Tune hands it over (a case's values lifted to the top), once the user's plugins have
-    registered the dimensions and values its design may use."""
+    registered the dimensions and values its design may use, and its task if declared."""
     case = dict(config.get(CASE, {}))
     flat = {**config, **case, "train": {**config.get("train", {}), **case.get("train", {})}}
     import_plugins(flat.get("plugins", ()))
+    task = flat["task"]  # a registered task's name, or a declared task (registered here, in the worker)
     design = Design.from_dict(flat["design"]) if flat["design"] is not None else None
     optuna_trial = int(flat.get("optuna_trial", -1))
     return TrialConfig(design=design, budget=float(flat["budget"]), seed=int(flat["seed"]), train=flat["train"],
-                       task=flat["task"], model=flat["model"], optuna_trial=optuna_trial,
+                       task=trainers.task_of(task).name, model=flat["model"], optuna_trial=optuna_trial,
                        preset=flat.get("preset", ""), confirmation=bool(case) and optuna_trial >= 0,
                        data_dir=flat.get("data_dir"), plugins=tuple(flat.get("plugins", ())), table=flat.get("table"),
                        synthetic_delay=float(flat.get("synthetic_delay", 0.0)))

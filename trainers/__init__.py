@@ -16,6 +16,8 @@ from typing import Any
 
 from trainers.config import Hyperparameter, TrainConfig, coerce, hyperparameters, resolve
 from trainers.defaults import DEFAULT_MODEL, FULL
+from trainers.declared import (DeclarationError, changed_data, data_hashes, declaration_fields, load_declaration,
+                               parse_declaration, register_declared, resolve_declared_files, task_of)
 from trainers.metrics import PREDICTED_SHARE, SE
 from trainers.status import Status
 from trainers.tasks import TASKS, Task, TaskKind, register_task, validation_metrics
@@ -31,6 +33,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'trainers' has no attribute {name!r}")
 
 
-__all__ = ["DEFAULT_MODEL", "FULL", "PREDICTED_SHARE", "SE", "TASKS", "Hyperparameter", "Result", "Status", "Task",
+__all__ = ["DEFAULT_MODEL", "FULL", "PREDICTED_SHARE", "SE", "TASKS", "DeclarationError", "Hyperparameter", "Result",
+           "Status", "Task", "changed_data", "data_hashes", "declaration_fields", "load_declaration", "parse_declaration",
+           "register_declared", "resolve_declared_files", "task_of",
            "TaskKind", "TrainConfig", "budget_pct", "check_data", "check_model", "coerce", "evaluate", "hyperparameters",
            "load_base", "model_path", "prepare", "register_task", "resolve", "train", "validation_metrics"]

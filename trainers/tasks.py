@@ -36,8 +36,12 @@ class Task:
     num_labels: int = 0
     help: str = ""
     # Tasks whose test labels are not public (GLUE): this many training examples, a fixed seeded slice, become
-    # the validation split the search selects on, and the public dev set becomes the reported test split.
-    carved_validation: int = 0
+    # the validation split the search selects on, and the public dev set becomes the reported test split. Data
+    # without a validation (or test) split: that split is carved from train instead. A size below 1 is a share of train.
+    carved_validation: int | float = 0
+    carved_test: int | float = 0
+    # Label names, a label's id its position: a label column holding these names is read as their ids
+    labels: tuple[str, ...] = ()
     # Decoder-only generation: the prompt the target continues. A ``str.format`` string over the input columns
     # ("Summarise: {document}\nSummary:"); empty: the input columns joined by a blank line. ``chat_template``: the
     # tokenizer's chat template instead (user turn = the prompt, assistant turn = the target).
