@@ -182,10 +182,18 @@ BAD_CALLS = [
     (["run", "--model", "no/such-model-here", "--trainer", "synthetic"], "model: 'no/such-model-here' is not allowed"),
     (["run", "--set", "data_dir=/no/such/folder"], "data: 'sst2' is not allowed; allowed: files found at "
                                                    "/no/such/folder/sst2/train.tsv"),
+    (["run", "{absent_data}"], "absent.csv' is not allowed; allowed: an existing file"),  # task.files.train
+    (["train", "--task", "{bad_task}", "--design", "lora_attn"], "task.metric: 'bleu' is not allowed; allowed: a "
+                                                                 "metric of a classification task"),
 ]
 
 
-ONE_LINE_SPECS = {"escape": 'name: "../../etc"', "nan_lr": "train: {lr: .nan}", "huge": "concurrency: 1000000000000"}
+ONE_LINE_SPECS = {"escape": 'name: "../../etc"', "nan_lr": "train: {lr: .nan}", "huge": "concurrency: 1000000000000",
+                  # declared tasks (issue 26): a data file that is not there; a metric of the other kind
+                  "absent_data": "task: {kind: classification, files: {train: absent.csv}, inputs: [text], label: l, "
+                                 "labels: [a, b]}",
+                  "bad_task": "{kind: classification, hub: glue, hub_config: sst2, inputs: [sentence], label: label, "
+                              "labels: [neg, pos], metric: bleu}"}
 TOKEN = f"peft-search-secret-{secrets.token_hex(8)}"
 
 
