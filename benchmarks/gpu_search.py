@@ -12,8 +12,10 @@ steps (evaluations only there), frozen weights in bf16, 4 CPU threads per trial.
 
 Measured per arm, in its own fresh stores (``--root``/packing-K): the driver's wall time (``peft-search run``,
 Ray's start included), trials per hour, how the trials ended, the GPU's utilisation and memory sampled every
-0.5 s by ``nvidia-smi`` while it ran (median and 10th–90th percentile over the arm), and its front with each
-point's validation metric (what the search selected on) and test metric (what it reports). An arm whose section is
+0.5 s by ``nvidia-smi`` while it ran (median and 10th–90th percentile over the arm), per worker the GPU memory its
+tensors hold after each of its trials is released (``torch.cuda.memory_allocated``, each trial's last report; the
+resident memory on a CPU), and its front with each point's validation metric (what the search selected on) and test
+metric (what it reports). An arm whose section is
 already in ``--out`` is skipped, so an interrupted run resumes with the arms it has not measured.
 ``--tiny``: the project's smoke profile (4 trials of 4 steps on 64 sentences) with no GPU, packing 2 against 1.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import shutil
 import statistics
@@ -40,6 +43,7 @@ BIN = Path(sys.executable).parent
 SAMPLE_MS = 500
 GPU_TRAIN = {"batch_size": 32, "micro_batch": 32, "train_examples": 0, "eval_examples": 0, "base_dtype": "bf16"}
 GPU_ASHA = {"grace_period": 100, "reduction_factor": 3, "max_steps": 2700}
+MEMORY = ("cuda_allocated_mb", "memory_rss_mb")  # what a trial's last report says its worker holds once released
 
 
 def spec(packing: int, *, gpus: int, trials: int, cpus: int, root: Path, tiny: bool, model: str | None) -> dict:
@@ -103,6 +107,30 @@ def run_arm(data: dict, log: Path) -> tuple[float, dict[str, float]]:
     return wall, gpu_use(samples.read_text().splitlines() if samples.exists() else [])
 
 
+def memory_after_trials(root: Path) -> dict[int, list[dict[str, Any]]]:
+    """Per worker process (Ray's ``pid``), what it held after each of its trials was released and how the trial
+    ended, in the order it ran them: each trial's last result in Ray's experiment folders under the search's
+    ``root`` (a trial ASHA stopped reports none)."""
+    last = [json.loads(lines[-1]) for path in sorted((root / "ray").glob("*/*/result.json"))
+            if (lines := path.read_text().splitlines())]
+    workers: dict[int, list[dict[str, Any]]] = {}
+    for result in sorted((r for r in last if MEMORY[1] in r), key=lambda r: r["timestamp"]):
+        workers.setdefault(result["pid"], []).append({key: result[key] for key in (*MEMORY, "status") if key in result})
+    return workers
+
+
+def memory_lines(workers: dict[int, list[dict[str, Any]]]) -> list[str]:
+    """One line per worker: the GPU memory of its tensors after each trial (the resident memory where no GPU ran)."""
+    if not workers:
+        return ["Memory after each trial: none reported (no trial ran to its end)", ""]
+    key = MEMORY[0] if any(MEMORY[0] in t for trials in workers.values() for t in trials) else MEMORY[1]
+    what = "GPU memory of torch's tensors" if key == MEMORY[0] else "Resident memory (no GPU)"
+    lines = [f"{what} after each trial is released, per worker, in the order it ran them (`{key}`, MiB):", ""]
+    lines += [f"- worker {n}: " + ", ".join(f"{t[key]:.1f}" for t in trials)
+              for n, trials in enumerate(workers.values(), 1)]
+    return [*lines, ""]
+
+
 def outcome(data: dict) -> tuple[Any, dict[str, int]]:
     """The arm's front read back from MLflow (validation and test metric), and how its trials ended."""
     import dashboards
@@ -111,14 +139,16 @@ def outcome(data: dict) -> tuple[Any, dict[str, int]]:
     return dashboards.front(trials), trials[~trials.confirmation].status.value_counts().to_dict()
 
 
-def section(packing: int, data: dict, wall: float, use: dict[str, float], front: Any, ended: dict[str, int]) -> list[str]:
+def section(packing: int, data: dict, wall: float, use: dict[str, float], front: Any, ended: dict[str, int],
+            memory: dict[int, list[dict[str, Any]]]) -> list[str]:
     trials = sum(ended.values())
     gpu = (f"{use['median']:.0f} ({use['p10']:.0f}–{use['p90']:.0f}) | {use['memory']:.0f}" if use else "– | –")
     lines = [f"### Packing {packing}: `gpu: {data['resources']['gpu']:g}`, {data['concurrency']} at once", "",
              "| wall (min) | trials/h | trials (how they ended) | GPU util. % median (p10–p90) | GPU memory peak (MiB) |",
              "|---|---|---|---|---|",
              f"| {wall / 60:.1f} | {trials / wall * 3600:.0f} | {trials} ({', '.join(f'{n} {s}' for s, n in ended.items())})"
-             f" | {gpu} |", "", "Front (validation: selected on; test ± standard error: reported):", "",
+             f" | {gpu} |", "", *memory_lines(memory),
+             "Front (validation: selected on; test ± standard error: reported):", "",
              "| budget % | design | validation | test |", "|---|---|---|---|"]
     lines += [f"| {row.budget:.3f} | {row.preset or row.design_id} | {row.metric:.4f} | {row.test:.4f} ± {row.test_se:.4f} |"
               for row in front.sort_values("budget").itertuples()]
@@ -165,7 +195,8 @@ def main() -> None:
         print(f"packing {packing}: {data['concurrency']} at once, log {args.root}/packing-{packing}.log", flush=True)
         walls[packing], use = run_arm(data, args.root / f"packing-{packing}.log")
         front, ended = outcome(data)
-        emit(section(packing, data, walls[packing], use, front, ended), args.out)
+        memory = memory_after_trials(Path(data["root"]))
+        emit(section(packing, data, walls[packing], use, front, ended, memory), args.out)
     if len(walls) > 1:
         slowest = max(walls, key=walls.get)
         emit([f"Wall time against packing {slowest}: " + ", ".join(f"packing {k} {w / walls[slowest]:.2f}×"

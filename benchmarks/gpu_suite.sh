@@ -12,8 +12,9 @@
 #                     peft and this repository (no Ray, Optuna, MLflow or datasets), so PYTHON=python3 of a plain
 #                     PyTorch image runs them with the repository on PYTHONPATH
 #   search            python -m benchmarks.gpu_search: MiniLM on the full SST-2 training set, 32 trials, ASHA, packed four
-#                     to the GPU then one per GPU: wall time, GPU use, the front (≈5–10 min per arm, estimated;
-#                     PACKING="4" or "1" runs one arm)
+#                     to the GPU then one per GPU: wall time, GPU use, per worker torch.cuda.memory_allocated after
+#                     each trial is released (flat when a reused worker comes back to its baseline), the front
+#                     (≈5–10 min per arm, estimated; PACKING="4" or "1" runs one arm)
 #   table             python -m benchmarks.make_table --gpu: the tabular benchmark's grid larger (full training set,
 #                     2 seeds, 729 steps) → benchmarks/tabular/sst2_minilm_gpu.csv (≈15 min, estimated;
 #                     resumable: the same command again trains what is missing)

@@ -3,7 +3,9 @@
 A trial's config (the searcher's suggestion or a grid's case with the search's constants) is read by
 ``search.trial_config.read``: the design, its budget and seed, the training configuration. Intermediate reports
 carry ``step`` (ASHA's time attribute) and ``total_steps``; the last report, after training, carries the
-final validation and test metrics and ``status``. A trial that diverges or raises (out of memory, a broken
+final validation and test metrics and ``status``, and what the worker holds once the trial is released
+(``trainers.release``: ``memory_rss_mb``; on a GPU ``cuda_allocated_mb`` and ``cuda_reserved_mb``), so that a reused
+actor is seen to come back to its baseline after every trial. A trial that diverges or raises (out of memory, a broken
 plugin) reports ``status=Status.FAILED`` with the reason instead of raising: it is recorded as failed and not
 retried; a trial whose worker is lost (a node dies) is retried by Ray's failure config. A completed trial's
 last report carries its trained modification as a Ray checkpoint (``peft_space.save``'s files); the first and
@@ -49,6 +51,8 @@ def train_design(config: dict[str, Any]) -> None:
     resolved: dict[str, Any] = {}  # hyper-parameters, data source, threads, versions: sent with the first report
 
     reached, start = [0], time.perf_counter()
+    failure: str | None = None
+    stopped: tuple[Any, ...] = ()
 
     def report(step: int, metrics: dict[str, float]) -> None:
         reached[0] = step
@@ -64,13 +68,23 @@ def train_design(config: dict[str, Any]) -> None:
                                     on_start=lambda values: resolved.update({k: v for k, v in values.items() if k != "design"}),
                                     **trial.train)
         except Exception as err:  # out of memory, a broken plugin...: this trial fails with the reason, the search goes on
-            tune.report({**common, "step": reached[0], "status": Status.FAILED, "error": f"{type(err).__name__}: {err}",
-                         "resolved": dict(resolved)})
+            failure = f"{type(err).__name__}: {err}"
+        except SystemExit as stop:  # how Ray ends a trial it stops (ASHA): raised inside tune.report, nothing to add
+            stopped = (stop.code,)
+        # the actor serves the next trial: what this one left goes now (a failed or stopped trial's traceback, with the
+        # frames holding its optimiser and batches, is unreferenced once its except block is left); its last report
+        # says what the worker holds after it
+        held = trainers.release()
+        if stopped:
+            raise SystemExit(*stopped)
+        if failure is not None:
+            tune.report({**common, "step": reached[0], "status": Status.FAILED, "error": failure,
+                         "resolved": dict(resolved), **held})
             return
         budget = {f"budget_{k}": v for k, v in result.budget.items()}  # counts and % (analytic, actual), head, new
         saved = Checkpoint.from_directory(weights) if result.status == Status.COMPLETED else None
         tune.report({**result.validation, **{f"test_{k}": v for k, v in result.test.items()}, **common, **budget,
-                     "step": result.step, "status": result.status, "error": result.error or "",
+                     **held, "step": result.step, "status": result.status, "error": result.error or "",
                      "seconds": time.perf_counter() - start,
                      "train_seconds": result.train_seconds, "examples_per_second": result.examples_per_second,
                      "resolved": {k: v for k, v in result.config.items() if k != "design"}}, checkpoint=saved)

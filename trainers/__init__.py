@@ -24,7 +24,8 @@ from trainers.tasks import TASKS, Task, TaskKind, register_task, validation_metr
 
 _LAZY = {"train": "trainers.loop", "evaluate": "trainers.loop", "Result": "trainers.loop",
          "load_base": "trainers.models", "budget_pct": "trainers.models", "check_model": "trainers.models",
-         "prepare": "trainers.models", "model_path": "trainers.models", "check_data": "trainers.data"}
+         "prepare": "trainers.models", "model_path": "trainers.models", "check_data": "trainers.data",
+         "release": "trainers.memory"}
 
 
 def __getattr__(name: str) -> Any:
@@ -37,4 +38,4 @@ __all__ = ["DEFAULT_MODEL", "FULL", "PREDICTED_SHARE", "SE", "TASKS", "Declarati
            "Status", "Task", "changed_data", "data_hashes", "declaration_fields", "load_declaration", "parse_declaration",
            "register_declared", "resolve_declared_files", "task_of",
            "TaskKind", "TrainConfig", "budget_pct", "check_data", "check_model", "coerce", "evaluate", "hyperparameters",
-           "load_base", "model_path", "prepare", "register_task", "resolve", "train", "validation_metrics"]
+           "load_base", "model_path", "prepare", "register_task", "release", "resolve", "train", "validation_metrics"]
