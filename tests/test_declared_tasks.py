@@ -131,7 +131,7 @@ BAD = [  # (change to a good declaration, a line of the message)
                                              "mapping with a train split"),
     ({"target": "text"}, "task.target: 'text' is not allowed; allowed: nothing for a classification task"),
     ({"kind": "regression"}, "task.kind: 'regression' is not allowed; allowed: classification or generation"),
-    ({"validation_size": 0}, "task.validation_size: 0 is not allowed; allowed: a number of examples (≥ 1) or a share"),
+    ({"validation_size": 0}, "task.validation_size: 0 is not allowed; allowed: a number of examples (≥ 1)"),
 ]
 
 
@@ -157,7 +157,8 @@ def test_peft_search_train_takes_a_declaration_and_refuses_a_bad_one_exit_2_noth
     out = subprocess.run([str(ROOT / ".venv/bin/peft-search"), "train", "--task", str(tmp_path / "bad.yaml"),
                           "--design", "lora_attn"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     lines = out.stderr.strip().splitlines()
-    assert out.returncode == 2 and len(lines) == 3 and all(line.startswith("peft-search: error: task.") for line in lines)
+    assert out.returncode == 2 and len(lines) == 3
+    assert all(line.startswith("peft-search: error: task.") for line in lines)
     assert {line.split(": ")[2] for line in lines} == {"task.inputs", "task.metric", "task.labels"}
     assert sorted(tmp_path.rglob("*")) == before
     # the good one trains through trainers.train: a few steps on the shipped MiniLM

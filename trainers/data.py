@@ -119,8 +119,8 @@ def honest(task: Task, loaded: dict[str, Any], source: str) -> Splits:
         data[split], described[split] = train.select(picked), f"{n} examples carved from train (seed {CARVE_SEED})"
     if carve:
         data["train"] = train.select(rest)
-        described["train"] = f"train minus the {' and '.join(s for s, _ in carve)} slice{'s' * (len(carve) > 1)} " \
-                             f"({len(rest)} examples)"
+        slices = " and ".join(split for split, _ in carve) + (" slices" if len(carve) > 1 else " slice")
+        described["train"] = f"train minus the {slices} ({len(rest)} examples)"
     if "test" not in data:  # no test split and nothing carved: report on validation, and say so
         data["test"], described["test"] = data["validation"], "validation (the task has no test split)"
     return Splits(data, source, described)
@@ -184,7 +184,7 @@ def label_id(value: Any, labels: Sequence[str]) -> int | None:
 
 
 def column_problems(task: Task, there: Sequence[str], where: str) -> list[FieldError]:
-    """The task's columns missing from data (``where``) holding the columns ``there``, each named with those there are."""
+    """The task's columns missing from data (``where``) that holds the columns ``there``, each named with those."""
     wanted = [("task.inputs", name) for name in task.inputs] + [
         ("task.label" if task.is_classification else "task.target", task.target)]
     return [FieldError(field, name, f"a column of {where}: {', '.join(map(str, there))}")
@@ -214,4 +214,5 @@ def _columns(task: Task, data: Any, split: str) -> Any:
         return data
     if problem := label_problem(task, data[task.target], f"the {split} data"):
         raise problem
-    return data.remove_columns(task.target).add_column(task.target, [label_id(v, task.labels) for v in data[task.target]])
+    ids = [label_id(value, task.labels) for value in data[task.target]]
+    return data.remove_columns(task.target).add_column(task.target, ids)

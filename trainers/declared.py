@@ -120,7 +120,8 @@ class Declaration:
     hub_config: str | None = declared(None, "the hub data set's configuration name", TEXT_OR_NULL)
     hub_splits: Mapping[str, str] = declared(
         None, "our split (train, validation, test) -> the hub data set's split name",
-        _splits("a mapping split (train, validation, test) -> the hub's split name"), factory=lambda: {"train": "train"})
+        _splits("a mapping split (train, validation, test) -> the hub's split name"),
+        factory=lambda: {"train": "train"})
     inputs: tuple[str, ...] = declared((), "the input columns (classification: one, or a pair)", NAMES)
     label: str = declared("", "classification: the label column (holding label names, or their ids)", TEXT)
     labels: tuple[str, ...] = declared((), "classification: the label names; a label's id is its position", NAMES)
@@ -181,7 +182,8 @@ def load_declaration(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(source.read_text())
     except (OSError, yaml.YAMLError) as err:
-        raise FieldError(PREFIX, str(source), f"a readable YAML file declaring a task ({str(err).splitlines()[0]})") from None
+        why = str(err).splitlines()[0]
+        raise FieldError(PREFIX, str(source), f"a readable YAML file declaring a task ({why})") from None
     if isinstance(data, Mapping) and isinstance(data.get(PREFIX), Mapping):
         data = data[PREFIX]
     if not isinstance(data, Mapping):
@@ -292,7 +294,8 @@ def to_task(d: Declaration) -> Task:
     return Task(d.name, d.kind, (d.hub or "", d.hub_config), dict(d.hub_splits) if d.hub else {}, dict(d.files),
                 d.inputs, d.label or d.target, selection.compute, d.metric, selection.higher_is_better,
                 CLASSIFICATION if d.kind == "classification" else GENERATION, num_labels=len(d.labels),
-                help=d.help or f"declared {d.kind} task", labels=d.labels, prompt=d.prompt, chat_template=d.chat_template,
+                help=d.help or f"declared {d.kind} task", labels=d.labels, prompt=d.prompt,
+                chat_template=d.chat_template,
                 carved_validation=0 if "validation" in d.splits else d.validation_size,
                 carved_test=0 if "test" in d.splits else d.test_size)
 
