@@ -306,14 +306,19 @@ def _hyper_value(name: str, declared: trainers.Hyperparameter, value: Any, allow
 
 def task_choice(name: str, value: Any) -> str | dict[str, Any]:
     """``task``: a registered task's name, or a declaration (a mapping, or a YAML file holding one) kept as its checked
-    plain data, every field filled in."""
+    plain data, every field filled in, its task registered (a name another task has is an error)."""
     try:
         if isinstance(value, Mapping):
-            return trainers.parse_declaration(value).to_dict()
-        if isinstance(value, str) and value.endswith((".yaml", ".yml")):
-            return trainers.load_declaration(value)
+            declared = trainers.parse_declaration(value).to_dict()
+        elif isinstance(value, str) and value.endswith((".yaml", ".yml")):
+            declared = trainers.load_declaration(value)
+        else:
+            declared = None
     except trainers.DeclarationError as err:
         raise SpecError(err.problems) from None
+    if declared is not None:
+        trainers.register_declared(declared)
+        return declared
     if value not in trainers.TASKS:
         raise FieldError(name, value, "one of " + ", ".join(trainers.TASKS) + ", a mapping declaring a task (task.* "
                                       "in `peft-search fields`) or a YAML file declaring one")

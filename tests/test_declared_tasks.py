@@ -130,6 +130,7 @@ BAD = [  # (change to a good declaration, a line of the message)
     ({"files": {"validation": "{train}"}}, "task.files: {'validation': '{train}'} is not allowed; allowed: a "
                                              "mapping with a train split"),
     ({"target": "text"}, "task.target: 'text' is not allowed; allowed: nothing for a classification task"),
+    ({"name": "sst2"}, "task.name: 'sst2' is not allowed; allowed: a name no other task has (sst2, mnli"),
     ({"kind": "regression"}, "task.kind: 'regression' is not allowed; allowed: classification or generation"),
     ({"validation_size": 0}, "task.validation_size: 0 is not allowed; allowed: a number of examples (≥ 1)"),
 ]
