@@ -51,11 +51,11 @@ def _trained() -> str:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=[BOS, EOS, USER, ASSISTANT, QWEN_PAD], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=[BOS, EOS, USER, ASSISTANT, QWEN_PAD],
+                                  show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(CORPUS * 4, trainer)
     bos = tokenizer.token_to_id(BOS)
-    # as LLaMA's tokenizer does: BOS before every text (the chat template writes its own; the trainer must not double it)
+    # as LLaMA's tokenizer does: BOS before every text (the chat template writes its own; not to be doubled)
     tokenizer.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A $B",
                                                              special_tokens=[(BOS, bos)])
     return tokenizer.to_str()

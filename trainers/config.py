@@ -54,12 +54,19 @@ class TrainConfig:
     epochs: float = hyperparameter(1.0, "passes over the training data when steps is 0", low=0, open_low=True)
     warmup_ratio: float = hyperparameter(0.0, "share of the steps the learning rate warms up over", low=0, high=1,
                                          open_high=True, search=(0.0, 0.2))
-    weight_decay: float = hyperparameter(0.01, "AdamW's decoupled weight decay", low=0, high=1, search=(0.0, 0.1))
+    weight_decay: float = hyperparameter(0.01, "AdamW's decoupled weight decay, on the trained matrices only (LoRA's "
+                                               "and adapters' projections, prefix and prompt vectors, a head's weight);"
+                                               " never on vectors: biases, BitFit's shifts, norm scales, gates (a "
+                                               "model without biases, such as LLaMA, has only its RMSNorm scales "
+                                               "there, and those train only in full fine-tuning)",
+                                         low=0, high=1, search=(0.0, 0.1))
     label_smoothing: float = hyperparameter(0.0, "label smoothing of the cross-entropy", low=0, high=1,
                                             open_high=True, search=(0.0, 0.2))
     max_grad_norm: float = hyperparameter(1.0, "gradient clipping by global norm; 0: none", low=0)
-    dropout: float = hyperparameter(0.1, "probability of every dropout layer, the pretrained model's included", low=0,
-                                    high=1, open_high=True, search=(0.0, 0.3))
+    dropout: float = hyperparameter(0.1, "probability of every dropout layer, the pretrained model's included; a model "
+                                         "without Dropout modules (LLaMA, Qwen, Mistral, Gemma) has attention "
+                                         "dropout only (its attention_dropout), set to this", low=0, high=1,
+                                    open_high=True, search=(0.0, 0.3))
     max_source_length: int = hyperparameter(512, "input tokens kept (longer inputs are truncated)", low=1)
     max_target_length: int = hyperparameter(128, "target tokens kept (generation tasks)", low=1)
     num_beams: int = hyperparameter(1, "beams of the test split's generation", low=1)
@@ -78,8 +85,10 @@ class TrainConfig:
                                              "(what trains stays fp32)", choices=("fp32", "bf16", "fp16"))
     pooling: str = hyperparameter("mean", "what a classification head reads: mean, the mean over the tokens (how "
                                           "sentence-transformers checkpoints such as MiniLM were trained: its [CLS] "
-                                          "output is no sentence summary); cls, the first token (the checkpoint's own "
-                                          "head, e.g. BERT's pooler over [CLS]; runs recorded before 2026-12 used it)",
+                                          "output is no sentence summary); cls, the token the checkpoint's own head "
+                                          "reads: an encoder's first (BERT's pooler over [CLS]; runs recorded before "
+                                          "2026-12 used it), a decoder-only model's last non-padding token (the only "
+                                          "one that has seen the whole input; mean puts the mean there)",
                                   choices=("cls", "mean"), unrecorded="cls")
     gradient_checkpointing: bool = hyperparameter(False, "recompute each layer's activations in the backward "
                                                          "pass: less memory, more time")

@@ -21,6 +21,7 @@ from torch import nn
 
 import peft_space
 from peft_space import DESIGN_FILE
+from trainers import causal
 from trainers.config import TrainConfig, resolve
 from trainers.data import example_field, load_splits
 from trainers.defaults import DEFAULT_MODEL, FULL
@@ -168,6 +169,9 @@ class Run:
     def encode(self, dataset: Any, limit: int) -> list[dict[str, Any]]:
         rows = dataset.select(range(min(limit, len(dataset)))) if limit else dataset
         tokenizer, c = self.base.tokenizer, self.config
+        if self.base.causal:
+            prompter = causal.Prompter(self.task, tokenizer, c.max_source_length, c.max_target_length)
+            return [prompter.example(row) for row in rows]
         texts = [[example_field(r, name) for r in rows] for name in self.task.inputs]
         encoded = tokenizer(*texts, truncation=True, max_length=c.max_source_length)
         targets = [example_field(r, self.task.target) for r in rows]
@@ -179,6 +183,8 @@ class Run:
         return [{**{k: encoded[k][i] for k in keys}, "labels": labels[i], "reference": targets[i]} for i in range(len(targets))]
 
     def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if self.base.causal:
+            return {k: v.to(self.device) for k, v in causal.collate(examples, self.base.tokenizer.pad_token_id).items()}
         keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in examples[0]]
         batch = self.base.tokenizer.pad([{k: e[k] for k in keys} for e in examples], return_tensors="pt")
         if self.task.is_classification:
@@ -219,8 +225,8 @@ class Run:
                     chunk, rest = chunk[: c.batch_size - sentences], chunk[c.batch_size - sentences :]
                 group.append(chunk)
                 sentences += len(chunk)
-                tokens += sum(len(e["input_ids"]) + (0 if self.task.is_classification else len(e["labels"]))
-                              for e in chunk)
+                tokens += sum(len(e["input_ids"]) + (0 if self.task.is_classification or self.base.causal
+                                                      else len(e["labels"])) for e in chunk)
             yield group
 
     def steps_per_pass(self, examples: list[dict[str, Any]]) -> int:
@@ -243,7 +249,9 @@ class Run:
     # -- loss and evaluation ---------------------------------------------------------------------------
     def loss(self, batch: dict[str, torch.Tensor], smoothing: float) -> tuple[torch.Tensor, int]:
         """Mean token (or sentence) cross-entropy and the number of items it averages."""
-        with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+        if self.base.causal:
+            return causal.loss(self.model, batch, smoothing, self._autocast), items(self.task, batch["labels"])
+        with self._autocast():
             logits = self.model(**batch).logits.float()
         labels = batch["labels"]
         if self.task.is_classification:
@@ -265,7 +273,7 @@ class Run:
         size = self.config.eval_batch or self.config.micro_batch
         for i in range(0, len(examples), size):
             batch = self.collate(examples[i : i + size])
-            with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+            with self._autocast():
                 logits = self.model(**batch).logits.float()
             total_loss += float(nn.functional.cross_entropy(logits, batch["labels"], reduction="sum"))
             predictions += logits.argmax(-1).tolist()
@@ -281,7 +289,7 @@ class Run:
             loss, count = self.loss(batch, 0.0)
             nll, tokens = nll + float(loss) * count, tokens + count
             if generate:
-                predictions += self.generate(batch)
+                predictions += self.generate(examples[i : i + size], batch)
         metrics = {"perplexity": math.exp(min(nll / max(1, tokens), 50.0))}
         if generate:
             references = [e["reference"] for e in examples]
@@ -290,13 +298,22 @@ class Run:
             metrics |= self.task.metric(predictions, references)
         return metrics
 
-    def generate(self, batch: dict[str, torch.Tensor]) -> list[str]:
+    def generate(self, examples: list[dict[str, Any]], batch: dict[str, torch.Tensor]) -> list[str]:
+        """The texts generated for ``examples`` (collated as ``batch``); a decoder-only model continues their
+        prompts, padded on the left, and only the new tokens are decoded."""
         c = self.config
-        with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+        if self.base.causal:
+            prompts = causal.prompts(examples, self.base.tokenizer.pad_token_id)
+            batch = {k: v.to(self.device) for k, v in prompts.items()}
+        with self._autocast():
             out = self.model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                       num_beams=c.num_beams, min_new_tokens=c.min_generate,
                                       max_new_tokens=c.max_generate, do_sample=False)
-        return self.base.tokenizer.batch_decode(out, skip_special_tokens=True)
+        new = out[:, batch["input_ids"].shape[1] :] if self.base.causal else out
+        return self.base.tokenizer.batch_decode(new, skip_special_tokens=True)
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None)
 
     def validate(self, examples: list[dict[str, Any]]) -> dict[str, float]:
         """Validation metrics; generation only where the validation metric needs it (XSum's ROUGE-2)."""
@@ -308,6 +325,8 @@ class Run:
         for module in self.model.modules():
             if isinstance(module, nn.Dropout):
                 module.p = c.dropout
+            elif isinstance(getattr(module, "attention_dropout", None), float):  # LLaMA's family: no Dropout modules
+                module.attention_dropout = c.dropout
         train_set = self.encode(splits["train"], c.train_examples)
         valid_set = self.encode_for_eval(splits["validation"], c.eval_examples)
         test_set = self.encode_for_eval(splits["test"], c.test_examples or c.eval_examples)

