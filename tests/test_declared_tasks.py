@@ -29,11 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 WORDS = ["good", "great", "fine", "bad", "awful", "poor"]
 
 
-def reviews(n: int = 60) -> pd.DataFrame:
-    """Sentences whose label is in their words: names in the label column, a numeric input column among them."""
+def reviews(n: int = 60, ids: bool = False) -> pd.DataFrame:
+    """Sentences whose label is in their words: label names (or, ``ids``, their ids) in the label column, a numeric
+    input column among them."""
+    labels = [int(i % 6 < 3) for i in range(n)]
     return pd.DataFrame({"id": range(n), "text": [f"a {WORDS[i % 6]} film number {i}" for i in range(n)],
-                         "stars": [i for i in range(n)],
-                         "label": ["pos" if i % 6 < 3 else "neg" for i in range(n)]})
+                         "stars": list(range(n)), "label": labels if ids else [["neg", "pos"][i] for i in labels]})
 
 
 def write(frame: pd.DataFrame, path: Path) -> Path:
@@ -51,6 +52,8 @@ def classification(folder: Path, suffix: str = ".csv", **more) -> dict:
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
 def test_a_declared_task_reads_its_file_labels_by_name_and_carves_missing_splits(tmp_path, suffix):
     declaration = classification(tmp_path, suffix, inputs=["text", "stars"], validation_size=12, test_size=0.1)
+    if suffix == ".parquet":  # a label column of ids works as one of names
+        write(reviews(ids=True), tmp_path / "train.parquet")
     task = trainers.register_declared(trainers.parse_declaration(declaration).to_dict())
     assert (task.kind, task.num_labels, task.validation_metric, task.higher_is_better) == ("classification", 2,
                                                                                            "accuracy", True)
