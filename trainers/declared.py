@@ -26,14 +26,15 @@ import string
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, get_args
 
 from peft_space import FieldError
 from trainers.data import FORMATS, column_problems, label_problem
 from trainers.metrics import accuracy, bleu, exact_match, macro_f1, rouge
-from trainers.tasks import CLASSIFICATION, GENERATION, TASKS, Metric, Task, register_task
+from trainers.tasks import CLASSIFICATION, GENERATION, TASKS, Metric, Task, TaskKind, register_task
 
 SPLITS = ("train", "validation", "test")
+KINDS = get_args(TaskKind)
 PREFIX = "task"  # errors name a field as task.FIELD, as a spec holds it
 
 
@@ -108,7 +109,7 @@ def declared(default: Any, help: str, check: Check, *, factory: Callable[[], Any
 @dataclass(frozen=True)
 class Declaration:
     kind: str = declared("", "classification (a label per input) or generation (a target text per input)",
-                         _check(lambda v: v in ("classification", "generation"), "classification or generation"))
+                         _check(lambda v: v in KINDS, " or ".join(KINDS)))
     name: str = declared("", "the task's name in records; default: declared-<hash of the declaration>", _check(
         lambda v: v == "" or (isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", v) is not None),
         "1 to 100 letters, digits, '_', '-' or '.', starting with a letter or digit"))
@@ -132,7 +133,8 @@ class Declaration:
                                           "the target as the assistant turn",
                                    _check(lambda v: isinstance(v, bool), "true or false"))
     metric: str = declared("", "what the search selects on (its direction follows): " + ", ".join(
-        f"{name} ({s.kind})" for name, s in METRICS.items()) + "; default: accuracy, or rougeL for generation",
+        f"{name} ({s.kind})" for name, s in METRICS.items()) + "; default: " + ", ".join(
+        f"{metric} ({kind})" for kind, metric in DEFAULT_METRIC.items()),
         _check(lambda v: v == "" or v in METRICS, "one of " + ", ".join(METRICS)))
     validation_size: float = declared(0.1, "where the data have no validation split: examples carved from train "
                                            "(seeded; a number, or a share of train below 1)", SIZE)
@@ -203,7 +205,7 @@ def parse_declaration(data: Mapping[str, Any]) -> Declaration:
             except FieldError as err:
                 problems.append(err)
     if "kind" not in data:
-        problems.append(FieldError(f"{PREFIX}.kind", None, "classification or generation"))
+        problems.append(FieldError(f"{PREFIX}.kind", None, " or ".join(KINDS)))
     if problems:  # the relations below assume each field given passed its own check
         raise DeclarationError(unknown + problems)
     kept["files"] = {split: str(Path(path).resolve()) for split, path in kept.get("files", {}).items()}
