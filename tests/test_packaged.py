@@ -74,7 +74,7 @@ def test_the_packaged_splits_are_the_default_searchs_examples_of_the_full_files(
         assert packaged.data[split][:] == full.data[split][:]
 
 
-@pytest.mark.slow  # builds and installs a wheel, then a search: about 2-3 min on 2 busy cores
+@pytest.mark.slow  # builds and installs a wheel, then a search: 104-200 s on 2 busy cores
 def test_an_installed_wheel_trains_and_searches_offline_in_an_empty_folder(tmp_path):
     source = tmp_path / "source"  # a copy, so that building leaves nothing (build/, egg-info) in the checkout
     source.mkdir()
@@ -106,9 +106,10 @@ def test_an_installed_wheel_trains_and_searches_offline_in_an_empty_folder(tmp_p
         return subprocess.run([venv / "bin" / "peft-search", *args], cwd=empty, env=env, capture_output=True,
                               text=True, timeout=600)
 
-    where = subprocess.run([python, "-c", "import trainers; print(trainers.__file__)"], cwd=empty, env=env,
-                           check=True, capture_output=True, text=True).stdout
-    assert where.startswith(site)  # the wheel, not the checkout
+    probe = "import sys, trainers; print(trainers.__file__); print([m for m in sys.modules if 'editable' in m])"
+    where, finders = subprocess.run([python, "-c", probe], cwd=empty, env=env, check=True, capture_output=True,
+                                    text=True).stdout.splitlines()
+    assert where.startswith(site) and finders == "[]"  # the wheel, not the checkout
     trained = cli("train", "--design", "lora_attn", "--steps", "2", "--eval-every", "2", "--no-progress",
                   "--set", "train_examples=16", "--set", "eval_examples=16", "--set", "batch_size=8",
                   "--set", "micro_batch=8")
@@ -116,4 +117,6 @@ def test_an_installed_wheel_trains_and_searches_offline_in_an_empty_folder(tmp_p
     assert "packaged" in trained.stdout  # the splits say where they came from
     searched = cli("run", "--smoke")
     assert searched.returncode == 0, searched.stdout[-3000:] + searched.stderr[-3000:]
-    assert "trials: 4 completed" in searched.stdout and "Pareto front" in searched.stdout
+    counts = next(line for line in searched.stdout.splitlines() if line.startswith("trials: "))
+    assert "completed" in counts and "failed" not in counts, counts  # ASHA may stop some: none failed
+    assert "Pareto front" in searched.stdout
