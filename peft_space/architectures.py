@@ -7,9 +7,11 @@ one transformer layer. Roles:
 ``q``      query projection (its input is the attention input x; also the query-side input of
            cross-attention)
 ``k/v``    key / value projection
-``o``      output projection (its output is the attention sub-layer output h, before residual)
+``o``      output projection
 ``w1``     first FFN matrix(es), d -> d_m (its input is the FFN input x)
-``w2``     second FFN matrix, d_m -> d (its output is the FFN sub-layer output h)
+``w2``     second FFN matrix, d_m -> d
+``out``    the sub-layer output h as the residual adds it: o's (attention) or w2's (FFN) output,
+           unless a norm follows them (Gemma's sandwich norms: post_attention/feedforward_layernorm)
 ``block``  the layer norm after the FFN's residual add (post-LN models only: Pfeiffer's position)
 =========  ===================================================================================
 
@@ -25,7 +27,11 @@ bart        self_attn.q/k/v/out_proj,          fc1 / fc2                       p
 mbart       as bart                            fc1 / fc2                       pre-LN
 gpt2        attn.c_attn thirds, attn.c_proj    mlp.c_fc / mlp.c_proj           pre-LN
 llama       self_attn.q/k/v/o_proj (GQA)       gate_proj and up_proj (both     pre-LN (RMSNorm)
-                                               d -> d_m) / down_proj
+(mistral,                                      d -> d_m) / down_proj
+qwen2,
+qwen3)
+gemma2      as llama                           as llama                        pre- and post-
+(gemma3)                                                                       sub-layer RMSNorms
 ==========  =================================  ==============================  ==================
 
 For LLaMA's gated FFN, down(act(gate(x)) * up(x)), "W1" means both d -> d_m matrices (gate_proj and
@@ -129,8 +135,10 @@ def _stack_targets(root: Any, arch: Architecture, prefix: str, force_kind: str |
                 roles = _as_roles(roles)
                 if _has(layer, roles["q"][0]):
                     kind = self_kind if which == "self" else which
+                    roles = {"out": roles["o"], **roles}
                     targets.append(Target("attn", kind, i, len(module), path, layer, roles, arch.post_ln))
-            targets.append(Target("ffn", None, i, len(module), path, layer, _as_roles(arch.ffn), arch.post_ln))
+            ffn = _as_roles(arch.ffn)
+            targets.append(Target("ffn", None, i, len(module), path, layer, {"out": ffn["w2"], **ffn}, arch.post_ln))
     return targets
 
 
@@ -191,10 +199,10 @@ register_architecture(
         help="GPT-2 (pre-LN decoder, fused q|k|v Conv1D)",
     )
 )
-register_architecture(
+LLAMA = register_architecture(
     Architecture(
         "llama",
-        ("llama", "mistral", "qwen2"),
+        ("llama",),
         stacks={"layers": "decoder"},
         attention={"self": _proj("self_attn.", "q_proj k_proj v_proj o_proj", "self_attn")},
         ffn={"w1": ("mlp.gate_proj", "mlp.up_proj"), "w2": "mlp.down_proj"},
@@ -202,4 +210,21 @@ register_architecture(
         heads=("score",),
         help="LLaMA family (pre-RMSNorm, no biases, gated FFN, grouped-query attention)",
     )
+)
+# The same module paths; each family under its own name, so a refusal names the model it refuses.
+for _name, _help in (("mistral", "Mistral (LLaMA's layout, sliding-window attention)"),
+                     ("qwen2", "Qwen2 / Qwen2.5 (LLaMA's layout, biased q, k, v)"),
+                     ("qwen3", "Qwen3 (LLaMA's layout, RMSNorm on queries and keys)")):
+    register_architecture(replace(LLAMA, name=_name, model_types=(_name,), help=_help))
+# Gemma's sandwich norms: each sub-layer's output is normalised before the residual adds it, so that norm's output is h.
+GEMMA2 = register_architecture(
+    replace(
+        LLAMA, name="gemma2", model_types=("gemma2",),
+        attention={"self": {**LLAMA.attention["self"], "out": "post_attention_layernorm"}},
+        ffn={**LLAMA.ffn, "out": "post_feedforward_layernorm"},
+        help="Gemma 2 (sandwich RMSNorms, attention logit soft-capping, sliding-window layers)",
+    )
+)
+register_architecture(
+    replace(GEMMA2, name="gemma3", model_types=("gemma3_text",), help="Gemma 3 text (Gemma 2's layout, q/k norms)")
 )

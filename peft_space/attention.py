@@ -9,15 +9,18 @@ updated), so it can
   (1-λ(x))·h + λ(x)·softmax(x W_q P_kᵀ) P_v of Eq. 7–9 with the exact λ, and
 - add a per-head Δh to the head outputs (multi-head adapters, or an ungated/scaled prefix),
 
-then delegate to transformers' own SDPA attention. A matching mask function is registered too:
-without one, transformers hands a custom attention function no padding mask and padded tokens are
-silently attended. Ours always materialises the mask (no is-causal shortcut), so prefix columns can
-be prepended to it.
+then delegate to transformers' own SDPA attention — or, where the module soft-caps its attention logits
+(Gemma 2), which SDPA cannot do, to the module's own eager attention, exactly. A matching mask function is
+registered too: without one, transformers hands a custom attention function no padding mask and padded
+tokens are silently attended. Ours always materialises the mask (no is-causal shortcut; sliding windows
+included), so prefix columns can be prepended to it. Prefix vectors have no position: every token attends
+them, inside a sliding window or not (HF PEFT's prefix, passed as KV-cache entries, falls out of the window).
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import torch
@@ -37,12 +40,26 @@ def _mask(*args: Any, **kwargs: Any) -> torch.Tensor | None:
     return sdpa_mask(*args, **kwargs)
 
 
+def _heads(
+    module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, Any]:
+    """Attention of the heads: SDPA, or the module's own eager function where it soft-caps the logits."""
+    if kwargs.get("softcap") is None:
+        return sdpa_attention_forward(module, query, key, value, mask, **kwargs)
+    eager = sys.modules[type(module).__module__].eager_attention_forward
+    if mask is not None and mask.dtype == torch.bool:  # eager functions add the mask to the logits
+        mask = torch.zeros(mask.shape, dtype=query.dtype, device=mask.device).masked_fill(
+            ~mask, torch.finfo(query.dtype).min)
+    return eager(module, query, key, value, mask, **kwargs)
+
+
 def _attention(
     module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None, **kwargs: Any
 ) -> tuple[torch.Tensor, Any]:
     insertion: HeadInsertion | None = getattr(module, "peft_head", None)
     if insertion is None:
-        return sdpa_attention_forward(module, query, key, value, mask, **kwargs)
+        return _heads(module, query, key, value, mask, **kwargs)
     return insertion.attend(module, query, key, value, mask, **kwargs)
 
 
@@ -126,10 +143,10 @@ class HeadInsertion(Added):
     # -- the attention call --------------------------------------------------------------------------
     def attend(self, module: nn.Module, query, key, value, mask, **kwargs: Any) -> tuple[torch.Tensor, Any]:
         if self.prefix_form and self.composition is None:
-            return sdpa_attention_forward(module, query, *self._prepend(key, value, mask), **kwargs)
-        out, weights = sdpa_attention_forward(module, query, key, value, mask, **kwargs)
+            return _heads(module, query, *self._prepend(key, value, mask), **kwargs)
+        out, weights = _heads(module, query, key, value, mask, **kwargs)
         q = query.transpose(1, 2)  # (batch, positions, heads, d_h), as ``out``
-        return self.composition(out, self._delta(q, kwargs.get("scaling")), q), weights
+        return self.composition(out, self._delta(q, kwargs.get("scaling"), kwargs.get("softcap")), q), weights
 
     def _prepend(self, key, value, mask):
         p_k, p_v = (p.unsqueeze(0).expand(key.shape[0], -1, -1, -1).to(key.dtype) for p in self.prefix_kv())
@@ -140,10 +157,12 @@ class HeadInsertion(Added):
             mask = torch.cat([visible, mask], dim=-1)
         return torch.cat([p_k, key], dim=2), torch.cat([p_v, value], dim=2), mask
 
-    def _delta(self, q: torch.Tensor, scaling: float | None) -> torch.Tensor:
+    def _delta(self, q: torch.Tensor, scaling: float | None, softcap: float | None) -> torch.Tensor:
         if self.prefix_form:
             p_k, p_v = (p.repeat_interleave(self.heads // self.kv_heads, dim=0) for p in self.prefix_kv())
             scores = torch.einsum("bnhd,hld->bnhl", q, p_k) * (scaling or 1 / math.sqrt(self.head_dim))
+            if softcap is not None:  # the prefix logits are capped as the module caps its own
+                scores = softcap * torch.tanh(scores / softcap)
             return torch.einsum("bnhl,hld->bnhd", scores.softmax(-1), p_v)
         return torch.einsum("bnhl,hld->bnhd", self.f(torch.einsum("bnhd,hld->bnhl", q, self.down)), self.up)
 

@@ -106,7 +106,9 @@ def _target_taps(site: str, mod: Modification, target: Target, arch: str) -> Ite
         for x_spec, h_spec in pairs:
             h_module, out_slice = _resolve(target.module, h_spec)
             if mod.choice("form").kind == "bias" and getattr(h_module, "bias", None) is None:
-                raise DesignError(f"{site}.form", mod["form"], f"a form other than 'bias' (BitFit): {arch} has no bias at {h_spec}")
+                raise DesignError(f"{site}.form", mod["form"],
+                                  f"a form other than 'bias' (BitFit tunes existing biases): {arch} has no bias "
+                                  f"at {h_spec}")
             yield Tap(site, mod, target, _resolve(target.module, x_spec)[0], h_module, out_slice)
 
 

@@ -224,14 +224,14 @@ INSERTION.register(InsertionForm("parallel", "h <- h + Δh(x)", parallel=True))
 ATTN, FFN = "attn", "ffn"
 for _rep in (
     Representation("embeddings", "the input embeddings (prompt tuning)", "input", (("embed", "embed"),)),
-    Representation("attn", "attention sub-layer output", ATTN, (("q", "o"),)),
+    Representation("attn", "attention sub-layer output", ATTN, (("q", "out"),)),
     Representation("head", "attention head outputs (multi-head)", ATTN, (("heads", "heads"),), inside_attention=True),
     Representation("query", "query projection", ATTN, (("q", "q"),)),
     Representation("key", "key projection", ATTN, (("k", "k"),)),
     Representation("value", "value projection", ATTN, (("v", "v"),)),
     Representation("query_value", "query and value projections (LoRA)", ATTN, (("q", "q"), ("v", "v"))),
     Representation("attn_linears", "every attention projection q, k, v, o", ATTN, tuple((r, r) for r in "qkvo")),
-    Representation("ffn", "FFN sub-layer output", FFN, (("w1", "w2"),)),
+    Representation("ffn", "FFN sub-layer output", FFN, (("w1", "out"),)),
     Representation("block", "block output after the FFN's add & layer norm (Pfeiffer)", FFN, (("w1", "block"),)),
     Representation("ffn_w1", "FFN W1", FFN, (("w1", "w1"),)),
     Representation("ffn_w2", "FFN W2", FFN, (("w2", "w2"),)),

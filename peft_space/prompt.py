@@ -45,8 +45,7 @@ class PromptEmbedding(Added):
         if kwargs.get("encoder_outputs") is not None:
             kwargs["attention_mask"] = self._extend_to(kwargs.get("attention_mask"), kwargs["encoder_outputs"][0].shape[1])
             return args, kwargs
-        cache = kwargs.get("past_key_values")
-        if cache is not None and cache.get_seq_length() > 0:
+        if kwargs.get("cache", kwargs.get("past_key_values")) is not None:  # generate's cache, even while still empty
             raise DesignError("input.form", "prompt", "training and scoring for decoder-only models (no KV-cache generation)")
         self._prepend(model, kwargs)
         labels = kwargs.get("labels")
@@ -72,6 +71,10 @@ class PromptEmbedding(Added):
         if mask is None:
             mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
         kwargs["attention_mask"] = self._extend_to(mask, embeds.shape[1] + len(self.prompt))
+        positions = kwargs.get("position_ids")
+        if positions is not None:  # the prompt takes the first positions
+            prompt_positions = torch.arange(len(self.prompt), device=positions.device).expand(positions.shape[0], -1)
+            kwargs["position_ids"] = torch.cat([prompt_positions, positions + len(self.prompt)], dim=1)
         if kwargs.get("token_type_ids") is not None:
             kwargs["token_type_ids"] = torch.cat([kwargs["token_type_ids"][:, :1].expand(-1, len(self.prompt)),
                                                  kwargs["token_type_ids"]], dim=1)
