@@ -75,14 +75,14 @@ def main() -> None:
     logging.getLogger("optuna").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-    from search import tabular
+    from search import conclude, tabular
     from search.spec import load
 
     everything = tabular.load(sq.TABLE)
     table = everything[~everything["reference"].astype(bool)]
     spec = load(sq.SPEC)
     max_t = int(table["step"].max())
-    reference = (0.5, float(table["budget_pct"].max()) * 1.1)
+    reference = (conclude.reference(spec)[0], float(table["budget_pct"].max()) * 1.1)  # as search_quality's
     true_hv = tabular.scored_hypervolume(table, list(tabular.true_front(table)["design_id"]), reference)
     print("| method | spread slack | HV @5 FTE | HV @10 FTE | HV @20 FTE | HV @30 FTE |\n|---|---|---|---|---|---|")
     for method in args.methods.split(","):

@@ -214,7 +214,7 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's ``group``
 
-    from search import tabular
+    from search import conclude, tabular
     from search.spec import load
 
     everything = tabular.load(args.table)
@@ -223,7 +223,8 @@ def main() -> None:
     if args.fixed_lr is not None:
         spec = dataclasses.replace(spec, search_train={}, train={**spec.train, "lr": args.fixed_lr})
     max_t = int(table["step"].max())
-    reference = (0.5, float(table["budget_pct"].max()) * 1.1)
+    # a search's metric reference (chance), the table's budget range
+    reference = (conclude.reference(spec)[0], float(table["budget_pct"].max()) * 1.1)
     truth = tabular.true_front(table)
     true_hv = tabular.scored_hypervolume(table, list(truth["config_id"]), reference)
     methods = args.methods.split(",") if args.methods else [
