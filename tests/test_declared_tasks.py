@@ -119,6 +119,23 @@ def test_a_generation_declaration_for_a_decoder_only_model_builds_its_task(tmp_p
     assert not trainers.task_of(perplexity.to_dict()).higher_is_better
 
 
+def test_a_hub_declaration_loads_through_datasets_and_its_columns_are_checked_when_it_loads(tmp_path, monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)  # a local folder stands in for the hub
+    write(reviews(), tmp_path / "train.csv")
+    write(reviews(10), tmp_path / "test.csv")
+    hub = {"kind": "classification", "hub": str(tmp_path), "hub_splits": {"train": "train", "test": "test"},
+           "inputs": ["text"], "label": "label", "labels": ["neg", "pos"], "validation_size": 6}
+    splits = load_splits(trainers.register_declared(trainers.parse_declaration(hub).to_dict()))
+    assert {k: len(v) for k, v in splits.data.items()} == {"train": 54, "validation": 6, "test": 10}
+    assert splits.source.startswith("hub:") and set(splits.data["test"]["label"]) == {0, 1}
+    wrong = trainers.register_declared(trainers.parse_declaration({**hub, "inputs": ["review"]}).to_dict())
+    with pytest.raises(FieldError, match=r"task.inputs: 'review' is not allowed; allowed: a column of the (train|test) "
+                                         r"data: id, text, stars, label"):
+        load_splits(wrong)
+
+
 BAD = [  # (change to a good declaration, a line of the message)
     ({"colour": "blue"}, "task.colour: 'colour' is not allowed; allowed: declaration fields kind, name, files"),
     ({"inputs": ["txt"]}, "task.inputs: 'txt' is not allowed; allowed: a column of {train}: id, text, stars, label"),

@@ -62,7 +62,7 @@ def candidate_dirs(data_dir: str | Path | None) -> list[Path]:
 def local_files(task: Task, directory: Path) -> dict[str, Path]:
     """Split -> the task's file in ``directory``; the packaged folder holds the splits already made, test included."""
     files = {split: directory / name for split, name in task.files.items()}
-    if directory.resolve() == PACKAGED:
+    if directory.resolve() == PACKAGED and "train" in files:  # (a hub-only declared task has no files)
         files.setdefault("test", files["train"].with_name("test" + files["train"].suffix))
     return files
 
