@@ -146,6 +146,16 @@ def test_a_preset_a_family_cannot_take_is_refused_in_one_line(family, name):
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
+@pytest.mark.parametrize("representation", ["query", "key", "value"])
+def test_bitfit_on_qwen2s_biased_projections_applies_where_llama_refuses(representation):
+    design = peft_space.Design({"attn": {"form": "bias", "representation": representation}})
+    model = peft_space.apply(tiny_lm("qwen2"), design)
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == [
+        f"model.layers.{i}.self_attn.{representation[0]}_proj.peft_attn_{i}.delta.bias" for i in (0, 1)]
+    with pytest.raises(DesignError, match=f"llama has no bias at self_attn.{representation[0]}_proj"):
+        peft_space.apply(tiny_lm("llama"), design)
+
+
 def next_token_task() -> torch.Tensor:
     """8 sequences of 12 tokens, each token the previous one plus 1 (cyclically): learnable from the input alone."""
     start = torch.randint(3, VOCAB, (8, 1), generator=torch.Generator().manual_seed(0))
