@@ -12,7 +12,7 @@ import functools
 import pytest
 import torch
 import transformers as T
-from peft import PrefixTuningConfig, get_peft_model
+from peft import PeftModel, PrefixTuningConfig, get_peft_model
 
 import peft_space
 from peft_space import DesignError
@@ -154,6 +154,18 @@ def test_bitfit_on_qwen2s_biased_projections_applies_where_llama_refuses(represe
         f"model.layers.{i}.self_attn.{representation[0]}_proj.peft_attn_{i}.delta.bias" for i in (0, 1)]
     with pytest.raises(DesignError, match=f"llama has no bias at self_attn.{representation[0]}_proj"):
         peft_space.apply(tiny_lm("llama"), design)
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "gpt2"])  # GPT-2's fused q|k|v does not export
+def test_lora_on_attention_and_ffn_exports_to_hf_peft_with_identical_outputs(family, tmp_path):
+    lora = {"form": "linear", "composition": "scaled", "scale": 2.0, "bottleneck": 3, "init": "bert"}
+    design = peft_space.Design({"attn": {**lora, "representation": "attn_linears"},
+                                "ffn": {**lora, "representation": "ffn_w1_w2"}})
+    model, (ids, mask) = peft_space.apply(tiny_lm(family), design), left_padded()
+    peft_space.export_peft(model, tmp_path)
+    loaded = PeftModel.from_pretrained(tiny_lm(family), str(tmp_path))
+    assert not torch.allclose(real_logits(model, ids, mask), real_logits(_base(family), ids, mask), atol=1e-3)
+    torch.testing.assert_close(real_logits(loaded, ids, mask), real_logits(model, ids, mask), rtol=1e-5, atol=1e-5)
 
 
 def next_token_task() -> torch.Tensor:
