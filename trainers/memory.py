@@ -9,7 +9,6 @@ worker grows trial after trial until the node or the GPU runs out (optuna#5931: 
 from __future__ import annotations
 
 import ctypes
-import gc
 import sys
 
 import psutil
@@ -19,10 +18,14 @@ MB = 2**20
 
 
 def release() -> dict[str, float]:
-    """Free what the trial that just ended left unreferenced (reference cycles included: a traceback's frames refer
-    to each other) and hand the freed memory back: torch's CUDA cache to the GPU (where trials share one, the
-    others can use it), glibc's freed heap to the system. Returns ``usage()`` afterwards."""
-    gc.collect()
+    """Hand back the memory the trial that just ended freed: torch's CUDA cache to the GPU (where trials share one,
+    the others can use it), glibc's freed heap to the system. Returns ``usage()`` afterwards.
+
+    No garbage collection: what a trial made, a failed one's frames included, is freed by reference counting once
+    its exception is gone (measured after a trial failing inside its forward pass: no tensor left for the collector),
+    and a full collection of a worker's ~500k objects takes ~0.7 s on 2 CPUs, where Ray waits 2 s for a stopped
+    trial's thread before it gives up reusing the actor (TUNE_FUNCTION_THREAD_TIMEOUT_S) and loads the base model
+    again in a new one."""
     if torch.cuda.is_initialized():
         torch.cuda.empty_cache()
     _trim_heap()
