@@ -120,8 +120,9 @@ def prompts(examples: list[dict[str, Any]], pad: int) -> dict[str, torch.Tensor]
 def loss(model: nn.Module, batch: dict[str, torch.Tensor], smoothing: float,
          autocast: Callable[[], Any]) -> torch.Tensor:
     """Mean cross-entropy of the target tokens: the logits at t against the label at t + 1."""
-    with autocast():
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    with autocast():  # no KV cache: nothing is generated after this pass
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+    logits = logits.float()
     labels = batch["labels"][:, 1:]
     return nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1),
                                        ignore_index=-100, label_smoothing=smoothing)
