@@ -196,10 +196,14 @@ def test_a_decoder_only_checkpoint_generates_as_a_causal_lm_and_refuses_prompt_t
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_each_family_trains_on_the_causal_path(tmp_path, data, family):
     path = str(save_tiny_decoder(tmp_path / family, family=family))
+    base = load_base(path, "generation", 0)
+    before = pretrained_weights(base)
     result = trainers.train(generation_task(), peft_space.preset("lora_ffn", bottleneck=4), model=path,
-                            data_dir=str(data), steps=2, train_examples=16, eval_examples=8, **QUICK)
-    tokenizer = load_base(path, "generation", 0).tokenizer
+                            data_dir=str(data), steps=2, lr=1e-2, train_examples=16, eval_examples=8, **QUICK)
     assert result.status == "completed" and result.test["perplexity"] < float("inf")
+    after = pretrained_weights(base)  # GPT-2's and Gemma's tied embeddings included
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    tokenizer = base.tokenizer
     # Qwen's tokenizer class brings its own pad token; the others pad with EOS
     assert (tokenizer.pad_token == QWEN_PAD) if family == "qwen2" else tokenizer.pad_token == tokenizer.eos_token
 
