@@ -23,7 +23,8 @@ QUICK = dict(batch_size=8, micro_batch=8, label_smoothing=0.0, warmup_ratio=0.0,
 def generation_task(**fields) -> Task:
     files = {"train": "train.jsonl", "validation": "validation.jsonl"}
     return Task("say_word", "generation", ("none", None), {}, files, ("question",), "answer", rouge, "perplexity",
-                False, {"max_source_length": 32, "max_target_length": 8, "max_generate": 4, "min_generate": 1}, **fields)
+                False, {"max_source_length": 32, "max_target_length": 8, "max_generate": 4, "min_generate": 1},
+                **fields)
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +189,8 @@ def test_a_decoder_only_checkpoint_generates_as_a_causal_lm_and_refuses_prompt_t
     budget = trainers.budget_pct(path, "generation", 0, peft_space.preset("lora_attn", bottleneck=4))
     tied = sum(p.numel() for p in base.model.parameters())  # lm_head is the embedding: counted once
     assert budget == pytest.approx(100 * 2 * 2 * 4 * 32 * 2 / tied)  # q and v: 2·r·d each, 2 layers
+    with pytest.raises(FieldError, match=r"^max_source_length: 250 is not allowed; allowed: at most 248 with"):
+        run_for(path, generation_task(), max_source_length=250).encode(rows(("say one", "one")), 0)  # 256 positions
     with pytest.raises(DesignError, match=r"^input.form: 'prompt' is not allowed; allowed: none on a decoder-only"):
         trainers.train(generation_task(), peft_space.preset("prompt_tuning"), model=path, data_dir=str(data), steps=1,
                        **QUICK)

@@ -44,10 +44,16 @@ def set_pad_token(tokenizer: Any) -> None:
 class Prompter:
     """Token ids of a task's examples for a decoder-only model, within the run's length limits."""
 
-    def __init__(self, task: Task, tokenizer: Any, max_source: int, max_target: int) -> None:
+    def __init__(self, task: Task, tokenizer: Any, max_source: int, max_target: int,
+                 positions: int | None = None) -> None:
+        """``positions``: how many a model with learned absolute positions has (GPT-2's ``n_positions``)."""
         self.task, self.tokenizer, self.max_source, self.max_target = task, tokenizer, max_source, max_target
+        if positions is not None and max_source + max_target > positions:  # a longer sequence fails inside the model
+            raise FieldError("max_source_length", max_source, f"at most {positions - max_target} with "
+                                                              f"max_target_length {max_target} (the model has "
+                                                              f"{positions} positions)")
         if tokenizer.eos_token_id is None:
-            raise FieldError("model", tokenizer.name_or_path, "a tokenizer with an EOS token (every target ends with it)")
+            raise FieldError("model", tokenizer.name_or_path, "a tokenizer with an EOS token (targets end with it)")
         if task.chat_template and not getattr(tokenizer, "chat_template", None):
             raise FieldError("chat_template", True, f"false for {tokenizer.name_or_path} (its tokenizer has no chat "
                                                     "template)")

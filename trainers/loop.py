@@ -170,7 +170,8 @@ class Run:
         rows = dataset.select(range(min(limit, len(dataset)))) if limit else dataset
         tokenizer, c = self.base.tokenizer, self.config
         if self.base.causal:
-            prompter = causal.Prompter(self.task, tokenizer, c.max_source_length, c.max_target_length)
+            prompter = causal.Prompter(self.task, tokenizer, c.max_source_length, c.max_target_length,
+                                       getattr(self.base.model.config, "n_positions", None))
             return [prompter.example(row) for row in rows]
         texts = [[example_field(r, name) for r in rows] for name in self.task.inputs]
         encoded = tokenizer(*texts, truncation=True, max_length=c.max_source_length)
