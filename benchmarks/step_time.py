@@ -9,11 +9,12 @@ Models (``--models``; random init from a config, nothing downloaded), each measu
   classification head; batch 16 × 128 tokens; rows: every preset.
 - ``llama``: a LLaMA-family decoder (hidden 512, 8 layers, 8 query heads sharing 2 key/value heads, FFN 1408,
   vocab 8000 so that the layers, not the output layer, hold most of the work, as in a full-size model), causal
-  LM loss over every token; batch 4 × 256 tokens; rows: LoRA, prefix, PA (FFN) and MAM.
+  LM loss over every token; batch 2 × 256 tokens; rows: LoRA, prefix, PA (FFN) and MAM.
 
 AdamW; CPU threads as given (default: all cores). Each measurement runs in its own process and times ``--steps``
-steps after ``--warmup`` steps; its median step is one sample. Memory is that process's peak: its max RSS
-(``getrusage``), and the training peak = max RSS − the RSS once Python, torch, transformers and peft are imported
+steps after ``--warmup`` steps; its median step is one sample, in wall time and in the process's CPU time
+(``time.process_time``: the time its threads ran, which other jobs on a shared machine disturb far less than the
+wall time; with ``--threads 1`` it is the work done). Memory is that process's peak: its max RSS (``getrusage``), and the training peak = max RSS − the RSS once Python, torch, transformers and peft are imported
 and before the model is built (the ~0.4 GB of library code is the same for every configuration and would only
 dilute the ratios). Rounds interleave every configuration of every model (full, ours, peft, full, ...), so slow
 drift of the machine hits all of them alike. Reported: the median over rounds and the spread (min–max). A
@@ -198,17 +199,18 @@ def worker(model_name: str, name: str, impl: str, steps: int, warmup: int, threa
     ids = torch.randint(4, shape.config["vocab"], (shape.batch, shape.source))
     labels = ids if spec.task == "CAUSAL_LM" else torch.randint(0, 2, (shape.batch,))
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
-    times = []
+    times, cpu_times = [], []
     for i in range(warmup + steps):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         model(**inputs).loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if i >= warmup:
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"ms": 1000 * statistics.median(times), "rss_mb": peak, "train_mb": peak - baseline,
-            "trainable": sum(p.numel() for p in parameters), "budget_pct": budget}
+    return {"ms": 1000 * statistics.median(times), "cpu_ms": 1000 * statistics.median(cpu_times), "rss_mb": peak,
+            "train_mb": peak - baseline, "trainable": sum(p.numel() for p in parameters), "budget_pct": budget}
 
 
 def summary(samples: list[float]) -> str:
@@ -244,27 +246,31 @@ def cpu_table(model: str, runs: list[Run], samples: dict[Run, list[dict]], args:
     if "error" in full[0]:
         return [f"{head}; full fine-tuning failed, nothing to compare with: {full[0]['error']}", ""]
     lines = [f"{head}; full fine-tuning: {summary([s['ms'] for s in full])} ms/step, "
-             f"{summary([s['rss_mb'] for s in full])} MB max RSS, {summary([s['train_mb'] for s in full])} MB training "
-             "peak", "", "| preset | budget % (analytic) | ms/step | × full FT time | × full FT training peak "
-             "| × full FT max RSS | × HF PEFT time | × HF PEFT training peak |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             f"{summary([s['cpu_ms'] for s in full])} CPU ms/step, {summary([s['rss_mb'] for s in full])} MB max RSS, "
+             f"{summary([s['train_mb'] for s in full])} MB training peak", "",
+             "| preset | budget % (analytic) | ms/step | × full FT time | × full FT CPU time | × full FT training peak "
+             "| × full FT max RSS | × HF PEFT time | × HF PEFT CPU time | × HF PEFT training peak |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for _, name, impl in runs:
         if impl != "ours":
             continue
         ours = samples[(model, name, "ours")]
         if "error" in ours[0]:
-            lines.append(f"| {name} | {_skipped(ours[0])} | | | | | | |")
+            lines.append(f"| {name} | {_skipped(ours[0])} | | | | | | | | |")
             continue
         row = (f"| {name} | {ours[0]['budget_pct']:.2f} | {summary([o['ms'] for o in ours])} "
                f"| {summary([o['ms'] / f['ms'] for o, f in zip(ours, full)])} "
+               f"| {summary([o['cpu_ms'] / f['cpu_ms'] for o, f in zip(ours, full)])} "
                f"| {summary([o['train_mb'] / f['train_mb'] for o, f in zip(ours, full)])} "
                f"| {summary([o['rss_mb'] / f['rss_mb'] for o, f in zip(ours, full)])} |")
         theirs = samples.get((model, name, "peft"))
         if theirs is None:
-            row += " – | – |"
+            row += " – | – | – |"
         elif "error" in theirs[0]:
-            row += f" {_skipped(theirs[0])} | – |"
+            row += f" {_skipped(theirs[0])} | – | – |"
         else:
             row += (f" {summary([o['ms'] / t['ms'] for o, t in zip(ours, theirs)])} "
+                    f"| {summary([o['cpu_ms'] / t['cpu_ms'] for o, t in zip(ours, theirs)])} "
                     f"| {summary([o['train_mb'] / t['train_mb'] for o, t in zip(ours, theirs)])} |")
         lines.append(row)
     return lines + [""]

@@ -370,16 +370,16 @@ def test_the_cpu_step_time_tables_compare_decoder_rows_and_skip_what_cannot_run(
         for preset in presets:
             cells = row(table, preset)[1:]
             compared = preset in step_time.PEFT
-            assert all(re.fullmatch(measured, c) for c in cells[:5 + 2 * compared]), (preset, cells)
-            assert compared or cells[5:] == ["–", "–"], (preset, cells)
+            assert all(re.fullmatch(measured, c) for c in cells[:6 + 3 * compared]), (preset, cells)
+            assert compared or cells[6:] == ["–", "–", "–"], (preset, cells)
     assert row(llama, "bitfit")[1].startswith("skipped: ") and "llama has no bias" in row(llama, "bitfit")[1]
     prefix = row(bert, "prefix")
-    assert all(re.fullmatch(measured, c) for c in prefix[1:6]), prefix
+    assert all(re.fullmatch(measured, c) for c in prefix[1:7]), prefix
     if BERT_TAKES_A_KV_CACHE:
-        assert all(re.fullmatch(CELL, c) for c in prefix[6:]), prefix
+        assert all(re.fullmatch(CELL, c) for c in prefix[7:]), prefix
     else:
-        assert prefix[6:] == ["skipped: ValueError: Model does not support past key values which are required for "
-                              "prefix tuning.", "–"], prefix
+        assert prefix[7:] == ["skipped: ValueError: Model does not support past key values which are required for "
+                              "prefix tuning.", "–", "–"], prefix
 
 
 # -- 7. the GPU search and the table at GPU size: valid specs, read samples ----------------------------------------
