@@ -33,7 +33,7 @@ from peft_space.dimensions import (
     dimension,
     register_dimension,
 )
-from peft_space.errors import DesignError, FieldError
+from peft_space.errors import DesignError, FieldError, Rule, rule
 from peft_space.paper import Composition, Form, FormKind, Init, InsertionForm, Representation
 from peft_space.presets import PRESETS, preset, presets, register_preset
 from peft_space.registry import Registry
@@ -60,6 +60,6 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ARCHITECTURES", "Architecture", "Boolean", "Budget", "Categorical", "Choice", "Composition", "DESIGN_FILE", "DIMENSIONS",
     "Design", "DesignError", "Dimension", "FieldError", "Float", "Form", "FormKind", "Init", "InsertionForm", "Integer", "Modification", "PRESETS",
-    "Registry", "Representation", "SITES", "Site", "apply", "count_budget", "dimension", "drop_reparameterization", "export_peft", "load", "preset", "presets",
-    "register_architecture", "register_dimension", "register_preset", "register_site", "remove", "save",
+    "Registry", "Representation", "Rule", "SITES", "Site", "apply", "count_budget", "dimension", "drop_reparameterization", "export_peft", "load", "preset", "presets",
+    "register_architecture", "register_dimension", "register_preset", "register_site", "remove", "rule", "save",
 ]

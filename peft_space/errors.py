@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
@@ -16,3 +17,20 @@ class FieldError(ValueError):
 
 class DesignError(FieldError):
     """An invalid point of the design space, or an invalid use of one on a model."""
+
+
+# A field's own check: ``rule(field name, given value)`` returns the value to keep, or raises ``FieldError`` (a
+# search spec's ``SpecError`` for several problems) naming the field, the value and what is allowed.
+Rule = Callable[[str, Any], Any]
+
+
+def rule(ok: Callable[[Any], bool], allowed: str, convert: Callable[[Any], Any] = lambda value: value) -> Rule:
+    """The rule of a value that passes ``ok``, described as ``allowed``, kept as ``convert(value)`` (the checks of a
+    search spec's fields and of a declared task's)."""
+
+    def check(name: str, value: Any) -> Any:
+        if not ok(value):
+            raise FieldError(name, value, allowed)
+        return convert(value)
+
+    return check

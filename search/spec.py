@@ -30,7 +30,7 @@ import yaml
 
 import peft_space
 import trainers
-from peft_space import DIMENSIONS, Categorical, FieldError, Float, Integer
+from peft_space import DIMENSIONS, Categorical, FieldError, Float, Integer, Rule, rule
 from search.implementations import SAMPLERS, SCHEDULERS, TRAINERS
 
 DEFAULT = Path(__file__).parent / "specs" / "default.yaml"  # the embedded default: `peft-search run` with no spec
@@ -48,22 +48,6 @@ def _raise_all(problems: list[FieldError]) -> None:
     """A rule that checks several items reports every bad one at once."""
     if problems:
         raise SpecError(problems)
-
-
-Rule = Callable[[str, Any], Any]
-"""A field's own check: ``rule(field name, given value)`` returns the value to keep, or raises ``FieldError`` (or
-``SpecError`` for several problems) naming the field, the value and what is allowed."""
-
-
-def rule(ok: Callable[[Any], bool], allowed: str, convert: Callable[[Any], Any] = lambda value: value) -> Rule:
-    """The rule of a value that passes ``ok``, described as ``allowed``, kept as ``convert(value)``."""
-
-    def check(name: str, value: Any) -> Any:
-        if not ok(value):
-            raise FieldError(name, value, allowed)
-        return convert(value)
-
-    return check
 
 
 def _integer(value: Any) -> bool:

@@ -29,6 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 WORDS = ["good", "great", "fine", "bad", "awful", "poor"]
 
 
+@pytest.fixture(autouse=True)
+def own_tasks():
+    """The tasks a test declares are gone after it: other tests read the registry (``validation_metrics``)."""
+    with trainers.TASKS.scratch():
+        yield
+    trainers.declared._register.cache_clear()  # its cache would hand back a task no longer registered
+
+
 def reviews(n: int = 60, ids: bool = False) -> pd.DataFrame:
     """Sentences whose label is in their words: label names (or, ``ids``, their ids) in the label column, a numeric
     input column among them."""

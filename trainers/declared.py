@@ -28,7 +28,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple, get_args
 
-from peft_space import FieldError
+from peft_space import FieldError, Rule, rule
 from trainers.data import FORMATS, column_problems, label_problem
 from trainers.metrics import accuracy, bleu, exact_match, macro_f1, rouge
 from trainers.tasks import CLASSIFICATION, GENERATION, TASKS, Metric, Task, TaskKind, register_task
@@ -68,21 +68,9 @@ class DeclarationError(ValueError):
         super().__init__("\n".join(map(str, problems)))
 
 
-Check = Callable[[str, Any], Any]
-
-
-def _check(ok: Callable[[Any], bool], allowed: str, convert: Callable[[Any], Any] = lambda v: v) -> Check:
-    def check(name: str, value: Any) -> Any:
-        if not ok(value):
-            raise FieldError(name, value, allowed)
-        return convert(value)
-
-    return check
-
-
-def _splits(allowed: str) -> Check:
+def _splits(allowed: str) -> Rule:
     """A mapping split -> text, its splits among train, validation and test."""
-    return _check(lambda v: isinstance(v, Mapping) and set(v) <= set(SPLITS)
+    return rule(lambda v: isinstance(v, Mapping) and set(v) <= set(SPLITS)
                   and all(isinstance(x, str) and x for x in v.values()), allowed, dict)
 
 
@@ -92,14 +80,14 @@ def _size(value: Any) -> bool:
     return number and ((isinstance(value, int) and value >= 1) or 0 < value < 1)
 
 
-TEXT = _check(lambda v: isinstance(v, str), "a string")
-TEXT_OR_NULL = _check(lambda v: v is None or (isinstance(v, str) and v != ""), "a non-empty string or null")
-NAMES = _check(lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) and x for x in v)
+TEXT = rule(lambda v: isinstance(v, str), "a string")
+TEXT_OR_NULL = rule(lambda v: v is None or (isinstance(v, str) and v != ""), "a non-empty string or null")
+NAMES = rule(lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) and x for x in v)
                and len(set(v)) == len(v), "a list of distinct non-empty names", tuple)
-SIZE = _check(_size, "a number of examples (≥ 1) or a share of train in (0, 1)")
+SIZE = rule(_size, "a number of examples (≥ 1) or a share of train in (0, 1)")
 
 
-def declared(default: Any, help: str, check: Check, *, factory: Callable[[], Any] | None = None) -> Any:
+def declared(default: Any, help: str, check: Rule, *, factory: Callable[[], Any] | None = None) -> Any:
     """One declaration field, declared once: its default, its help (``peft-search fields``, the README) and its
     own check."""
     metadata = {"help": help, "check": check}
@@ -109,8 +97,8 @@ def declared(default: Any, help: str, check: Check, *, factory: Callable[[], Any
 @dataclass(frozen=True)
 class Declaration:
     kind: str = declared("", "classification (a label per input) or generation (a target text per input)",
-                         _check(lambda v: v in KINDS, " or ".join(KINDS)))
-    name: str = declared("", "the task's name in records; default: declared-<hash of the declaration>", _check(
+                         rule(lambda v: v in KINDS, " or ".join(KINDS)))
+    name: str = declared("", "the task's name in records; default: declared-<hash of the declaration>", rule(
         lambda v: v == "" or (isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", v) is not None),
         "1 to 100 letters, digits, '_', '-' or '.', starting with a letter or digit"))
     files: Mapping[str, str] = declared(
@@ -131,11 +119,11 @@ class Declaration:
                                "Summary:'); empty: the inputs joined by a blank line", TEXT)
     chat_template: bool = declared(False, "generation: the prompt as the user turn of the tokenizer's chat template, "
                                           "the target as the assistant turn",
-                                   _check(lambda v: isinstance(v, bool), "true or false"))
+                                   rule(lambda v: isinstance(v, bool), "true or false"))
     metric: str = declared("", "what the search selects on (its direction follows): " + ", ".join(
         f"{name} ({s.kind})" for name, s in METRICS.items()) + "; default: " + ", ".join(
         f"{metric} ({kind})" for kind, metric in DEFAULT_METRIC.items()),
-        _check(lambda v: v == "" or v in METRICS, "one of " + ", ".join(METRICS)))
+        rule(lambda v: v == "" or v in METRICS, "one of " + ", ".join(METRICS)))
     validation_size: float = declared(0.1, "where the data have no validation split: examples carved from train "
                                            "(seeded; a number, or a share of train below 1)", SIZE)
     test_size: float = declared(0.1, "where the data have no test split: examples carved from train after the "
