@@ -14,7 +14,8 @@ Models (``--models``; random init from a config, nothing downloaded), each measu
 AdamW; CPU threads as given (default: all cores). Each measurement runs in its own process and times ``--steps``
 steps after ``--warmup`` steps; its median step is one sample, in wall time and in the process's CPU time
 (``time.process_time``: the time its threads ran, which other jobs on a shared machine disturb far less than the
-wall time; with ``--threads 1`` it is the work done). Memory is that process's peak: its max RSS (``getrusage``), and the training peak = max RSS − the RSS once Python, torch, transformers and peft are imported
+wall time; with ``--threads 1`` it is the work done). Memory is that process's peak: its max RSS
+(``getrusage``), and the training peak = max RSS − the RSS once Python, torch, transformers and peft are imported
 and before the model is built (the ~0.4 GB of library code is the same for every configuration and would only
 dilute the ratios). Rounds interleave every configuration of every model (full, ours, peft, full, ...), so slow
 drift of the machine hits all of them alike. Reported: the median over rounds and the spread (min–max). A
@@ -131,7 +132,8 @@ CPU_MODELS = {
     "bert": CpuModel("MiniLM-sized BERT, sequence classification", _bert,
                      Shape({"d": 384, "layers": 6, "ffn": 1536, "heads": 12, "vocab": 30522}, 16, 128),
                      Shape(TINY, 2, 16), "SEQ_CLS",
-                     {"lora_attn": ["query", "value"], "lora_ffn": r".*layer\.\d+\.(intermediate|output)\.dense"}, None),
+                     {"lora_attn": ["query", "value"], "lora_ffn": r".*layer\.\d+\.(intermediate|output)\.dense"},
+                     None),
     "llama": CpuModel("LLaMA-family decoder (grouped-query attention), causal LM", _llama,
                       Shape({"d": 512, "layers": 8, "ffn": 1408, "heads": 8, "kv_heads": 2, "vocab": 8000}, 2, 256),
                       Shape({**TINY, "kv_heads": 2}, 2, 16), "CAUSAL_LM",
@@ -288,8 +290,8 @@ def cpu_main(args: argparse.Namespace) -> None:
             result = _run_worker(["--worker", *run, "--threads", str(args.threads)], args)
             samples[run].append(result)
             done = _skipped(result) if "error" in result else f"{result['ms']:8.1f} ms  {result['rss_mb']:7.0f} MB"
-            print(f"round {round_ + 1}/{args.rounds} · {i + 1}/{len(order)} {run[0]:<5} {run[2]:>4} {run[1]:<22} {done}",
-                  file=sys.stderr, flush=True)
+            print(f"round {round_ + 1}/{args.rounds} · {i + 1}/{len(order)} {run[0]:<5} {run[2]:>4} {run[1]:<22} "
+                  f"{done}", file=sys.stderr, flush=True)
     if args.json:
         args.json.write_text(json.dumps({":".join(k): v for k, v in samples.items()}, indent=1))
     for model, model_runs in runs.items():
