@@ -194,6 +194,8 @@ def test_a_decoder_only_checkpoint_generates_as_a_causal_lm_and_refuses_prompt_t
     with pytest.raises(DesignError, match=r"^input.form: 'prompt' is not allowed; allowed: none on a decoder-only"):
         trainers.train(generation_task(), peft_space.preset("prompt_tuning"), model=path, data_dir=str(data), steps=1,
                        **QUICK)
+    with pytest.raises(DesignError, match=r"^input.form: 'prompt' is not allowed"):  # a search rejects it before a trial
+        trainers.budget_pct(path, "generation", 0, peft_space.preset("prompt_tuning"))
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

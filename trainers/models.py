@@ -125,8 +125,19 @@ def skeleton(name: str, kind: TaskKind, num_labels: int = 0) -> nn.Module:
 
 
 def budget_pct(name: str, kind: TaskKind, num_labels: int, design: peft_space.Design) -> float:
-    """A design's analytic budget in % of the pretrained model (head excluded), without loading weights."""
-    return peft_space.count_budget(skeleton(name, kind, num_labels), design).pct_analytic
+    """A design's analytic budget in % of the pretrained model (head excluded), without loading weights; a design
+    the model cannot train is a ``DesignError`` here already, so that a search rejects it before a trial starts."""
+    model = skeleton(name, kind, num_labels)
+    check_design(model, design)
+    return peft_space.count_budget(model, design).pct_analytic
+
+
+def check_design(model: nn.Module, design: peft_space.Design | None) -> None:
+    """What the trainer refuses beyond what ``peft_space.apply`` does: prompt tuning on a decoder-only model."""
+    if design is not None and "input" in design.sites and decoder_only(model.config):
+        raise peft_space.DesignError("input.form", design.sites["input"]["form"], (
+            f"none on a decoder-only model ({type(model).__name__}): prompt vectors cannot extend generation's KV "
+            "cache, and a sequence classifier finds its last token in the input ids they replace"))
 
 
 def _build(path: str, kind: TaskKind, num_labels: int, pretrained: bool) -> tuple[nn.Module, list[str]]:
@@ -179,10 +190,7 @@ def prepare(base: Base, design: peft_space.Design | None, seed: int) -> nn.Modul
     # the cached model's parameters; the task head trains in every design, so the next trial would add its own
     # gradients to them (a NaN stays NaN) and take its first step on the sum
     model.zero_grad(set_to_none=True)
-    if design is not None and "input" in design.sites and decoder_only(model.config):
-        raise peft_space.DesignError("input.form", design.sites["input"]["form"], (
-            f"none on a decoder-only model ({type(model).__name__}): prompt vectors cannot extend generation's KV "
-            "cache, and a sequence classifier finds its last token in the input ids they replace"))
+    check_design(model, design)
     torch.manual_seed(seed)
     config = getattr(model.config, "encoder", model.config)
     _reinitialise(model, base.new_params, getattr(config, "initializer_range", 0.02))
