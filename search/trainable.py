@@ -74,7 +74,7 @@ def train_design(config: dict[str, Any]) -> None:
         # the actor serves the next trial: what this one left goes now (a failed or stopped trial's traceback, with the
         # frames holding its optimiser and batches, is unreferenced once its except block is left); its last report
         # says what the worker holds after it
-        held = trainers.release()
+        held = trainers.release(collect=not stopped)  # Ray waits only 2 s for a stopped trial's thread
         if stopped:
             raise SystemExit(*stopped)
         if failure is not None:
