@@ -1,7 +1,8 @@
 """A trial's config and what it trains, both ways.
 
 Ray Tune gives every trial one config: the search's constants (``search.assemble.constants``: task, model, seed,
-the training configuration ``train``, data, plugins, trainer; a declared task travels as its declaration) merged with what the searcher suggests for it, or,
+the training configuration ``train``, data, plugins, trainer; a declared task travels as its declaration) merged
+with what the searcher suggests for it, or,
 for a fixed list of cases run as a grid (confirmation re-runs, a table's added designs, its reference rows), with
 the case under the key ``case``. Both the suggestion and a case are made by ``suggestion``; ``read`` turns either
 config into a ``TrialConfig``: the design (``None``: full fine-tuning), its budget, seed and training
@@ -14,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import trainers
 from peft_space import Design
 from search.spec import import_plugins
-import trainers
 from trainers import FULL
 
 CASE = "case"  # a grid of cases: Ray Tune's grid_search over this key
