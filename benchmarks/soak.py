@@ -42,6 +42,7 @@ HERE = Path(__file__).parent
 TABLE = HERE / "tabular" / "sst2_minilm.csv"
 GRID = HERE / "tabular" / "sst2_minilm.yaml"
 BIN = Path(sys.executable).parent
+STALL_MINUTES = 10  # no trial finished in any search for this long: the soak failed (a hung driver), say so
 
 
 @dataclass
@@ -174,9 +175,11 @@ def soak(root: Path, trials: int, driver_kills: int, node_kills: int, seed: int 
             (root / f"{data['name']}.yaml").write_text(yaml.safe_dump(data))
             runs.append(Search(data, moments(draw, trials, driver_kills)))
         env = {**os.environ, **cluster.env}
+        progress = (0, time.time())  # trials finished over all searches, and when that count last grew
         while not all(run.done for run in runs):
             for run in runs:
                 run.poll(env, log)
+            progress = _stalled(progress, sum(run.finished for run in runs), log)
             if kill_node_at and sum(run.finished for run in runs) >= kill_node_at[0]:
                 kill_node_at.pop(0)
                 cluster.kill_worker()
@@ -202,6 +205,17 @@ def soak(root: Path, trials: int, driver_kills: int, node_kills: int, seed: int 
             "minutes": minutes, **{key: _total([c[key] for c in checks]) for key in checks[0]},
             **({"password_seen_in": seen, "most_connections": connections} if server else {}),
             **{key: max(s[key] for s in slopes) for key in slopes[0]}}
+
+
+def _stalled(progress: tuple[int, float], finished: int, log: Any) -> tuple[int, float]:
+    """The new (finished, since), or a RuntimeError with the drivers' log if nothing finished for STALL_MINUTES."""
+    if finished > progress[0]:
+        return finished, time.time()
+    if time.time() - progress[1] > STALL_MINUTES * 60:
+        log.flush()
+        raise RuntimeError(f"no trial finished in {STALL_MINUTES} minutes ({finished} so far); the end of "
+                           f"{log.name}:\n{Path(log.name).read_text()[-4000:]}")
+    return progress
 
 
 def _total(values: list[Any]) -> Any:

@@ -14,7 +14,11 @@
    is in the study exactly once. The number of designs to train is the study's ``trials`` attribute, and the
    searcher (not Ray's ``num_samples``) ends the search when it is reached: trials a killed driver finished
    after Ray's last checkpoint still count.
-4. **A trial Ray gave up on is asked again, once.** The trainers report their own failures (divergence, out of
+4. **Concurrency is limited here, not by Ray's ``ConcurrencyLimiter``.** The limiter's count of live trials is
+   restored from the driver's checkpoint, and a trial Ray finished after that checkpoint stays in it for good: a
+   resumed search then never asks again and hangs. The searcher counts the trials it asked and was not yet told of
+   (none on restore); trials Ray re-runs after a restore are bounded by the cluster's resources alone.
+5. **A trial Ray gave up on is asked again, once.** The trainers report their own failures (divergence, out of
    memory, a broken plugin) as a failed result; an error reaches the searcher only when Ray could not run the
    trial (its node or worker died and ``max_failures`` retries did not get it through: Ray Tune takes a second
    failure event of the dead actor as final). Such a trial stays FAIL, does not count towards the target, and
@@ -48,6 +52,8 @@ MAX_REJECTIONS = 1000  # consecutive infeasible designs before the cap is declar
 class DesignSearcher(Searcher):
     """Asks Optuna for designs of ``space`` and tells it (metric, budget) for each finished trial."""
 
+    max_concurrent = 0  # trials at once (Ray's max_concurrent_trials, via set_max_concurrency); 0: no limit
+
     def __init__(self, space: Space, *, metric: str, mode: str, budget_of: Callable[[Design], float],
                  cap: float, study_name: str, storage: str | optuna.storages.BaseStorage, sampler: Callable[[int], optuna.samplers.BaseSampler],
                  seed: int = 0, points: Mapping[str, Design] | None = None,
@@ -77,6 +83,8 @@ class DesignSearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if len(self._handed_out()) >= self.study.user_attrs.get(Attrs.TARGET, float("inf")):
             return Searcher.FINISHED
+        if 0 < self.max_concurrent <= len(self._live):
+            return None  # Ray asks again when a trial ends
         for _ in range(MAX_REJECTIONS):
             self._enqueue_case()
             self._reseed()
@@ -98,6 +106,10 @@ class DesignSearcher(Searcher):
                               seed=trial.user_attrs.get(Attrs.SEED), train=train)  # a grid case's seed
         raise DesignError("budget_cap", self.cap, f"a cap some design of the space meets ({MAX_REJECTIONS} sampled "
                                                    "designs in a row were over it or did not fit the model)")
+
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        self.max_concurrent = max_concurrent
+        return True  # the limit is ours: Ray's ConcurrencyLimiter passes every call through
 
     def _enqueue_case(self) -> None:
         """Enqueue the first case that is neither done, under way nor waiting. A case whose trial a dead driver

@@ -2,6 +2,7 @@
 against live stores, credentials in the environment. Nothing recorded may be lost, duplicated or leaked."""
 
 import contextlib
+import copy
 import json
 import os
 import secrets
@@ -598,3 +599,32 @@ def test_a_trial_ray_gave_up_on_is_asked_again_once_and_off_the_target():
     assert [(t.state, t.user_attrs.get("retried"), t.user_attrs.get("retry_of")) for t in trials] == [
         (TrialState.FAIL, True, None), (TrialState.FAIL, None, 0), (TrialState.COMPLETE, None, None)]
     assert other["optuna_trial"] == 2
+
+
+def test_the_searcher_limits_concurrency_itself_and_a_restore_forgets_trials_in_flight(tmp_path):
+    """Ray's ConcurrencyLimiter restored its count of live trials from the driver's checkpoint and kept trials Ray
+    had finished after it: the resumed soak never asked again. The searcher holds the limit, and a restore starts
+    with none in flight."""
+    from ray.tune.search import ConcurrencyLimiter
+
+    from search.schema import Attrs
+    from search.searcher import DesignSearcher
+    from search.spec import parse
+
+    searcher = DesignSearcher(parse({}).space(), metric="accuracy", mode="max", budget_of=lambda design: 0.5, cap=1.0,
+                              study_name="limit", storage=f"sqlite:///{tmp_path}/optuna.db",
+                              sampler=lambda seed: optuna.samplers.RandomSampler(seed))
+    searcher.study.set_user_attr(Attrs.TARGET, 10)
+    limiter = ConcurrencyLimiter(searcher, max_concurrent=2)  # what TuneConfig(max_concurrent_trials=2) builds
+    assert searcher.max_concurrent == 2
+    assert limiter.suggest("a") and limiter.suggest("b") and limiter.suggest("c") is None
+    limiter.on_trial_complete("a", {"step": 4, "total_steps": 4, "accuracy": 0.8, "budget": 0.5})
+    assert limiter.suggest("c") and limiter.suggest("d") is None
+    state = limiter.get_state()
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    # b and c end after the checkpoint; the restored driver hears of neither, and asks again all the same.
+    restored = copy.copy(searcher)  # as Ray pickles it: __getstate__
+    limiter = ConcurrencyLimiter(restored, max_concurrent=2)
+    limiter.set_state(state)
+    limiter.restore(str(tmp_path / "searcher.pkl"))
+    assert limiter.suggest("d") and limiter.suggest("e") and limiter.suggest("f") is None
