@@ -1,7 +1,8 @@
 """A plugin module that breaks chosen trials for real, for the reliability tests (imported by Ray's workers
 through the spec's ``plugins``): a design with ``ffn.bottleneck == 13`` runs out of memory (raises), one with
 ``ffn.bottleneck == 11`` raises an error of several long lines (``LONG``), one with
-``attn.bottleneck == 7`` trains at a learning rate of 1e9, so its loss really becomes non-finite."""
+``attn.bottleneck == 7`` trains at a learning rate of 1e20, so its loss really becomes non-finite in step 2,
+before its first report (at 1e9 it took until step 3, and ASHA could stop it at step 2 first)."""
 
 import trainers.loop
 
@@ -16,7 +17,7 @@ def _faulty(task, design, **kwargs):
     if sites.get("ffn", {}).get("bottleneck") == 13:
         raise MemoryError("simulated out of memory")
     if sites.get("attn", {}).get("bottleneck") == 7:
-        kwargs["lr"] = 1e9
+        kwargs["lr"] = 1e20
     return _train(task, design, **kwargs)
 
 

@@ -70,3 +70,20 @@ def test_a_reused_worker_comes_back_to_its_baseline_after_each_trial_a_failed_on
     lines = gpu_search.memory_lines(workers)
     assert lines[0].startswith("Resident memory (no GPU) after each trial") and "`memory_rss_mb`" in lines[0]
     assert lines[2] == "- worker 1: " + ", ".join(f"{m:.1f}" for m in rss)
+
+
+def test_release_freezes_what_the_first_trial_left_once_and_later_collections_free_later_cycles():
+    """The first collection's survivors are frozen, so later collections walk only what later trials made; what a
+    later trial leaves in a reference cycle is still freed (a subprocess: freezing this one would hide its garbage)."""
+    probe = """
+import gc, weakref, trainers
+class Node: pass
+def cycle():
+    node = Node(); node.self = node
+    return weakref.ref(node)
+first = cycle(); trainers.release(); frozen = gc.get_freeze_count()
+later = cycle(); trainers.release()
+print(first() is None, frozen > 100_000, later() is None, gc.get_freeze_count() <= frozen, len(gc.get_objects()) < 10_000)
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["True"] * 5, out.stdout + out.stderr[-2000:]
