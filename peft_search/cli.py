@@ -234,8 +234,6 @@ def pareto(
         _print_summary(summary, name)
 
 
-
-
 @app.command()
 def reproduce(
     run_id: Annotated[str, typer.Argument(help="A trial's MLflow run id (peft-search ui, or the parent's trials.csv)")],

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping
 
 import yaml
 
@@ -52,6 +53,8 @@ def run(spec: Spec, *, resume: bool = False, verbose: int = 1) -> Summary:
     trainers.check_model(spec.model)  # a model transformers cannot resolve, before anything starts or is written
     if spec.trainer == "train":  # data no trial could read: one line in the driver, not every trial failing
         trainers.check_data(spec.task_def, spec.data_dir)
+    if resume:
+        _check_data_unchanged(spec)
     connect(spec.ray_address)  # an unreachable cluster is refused before anything is written
     saved.parent.mkdir(parents=True, exist_ok=True)
     saved.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
@@ -68,13 +71,25 @@ def run(spec: Spec, *, resume: bool = False, verbose: int = 1) -> Summary:
 
 
 def set_target(spec: Spec) -> None:
-    """The number of designs to train, kept in the study (a resume may raise it), and the objectives' names
-    (optuna-dashboard labels its axes with them)."""
+    """The number of designs to train, kept in the study (a resume may raise it), the objectives' names
+    (optuna-dashboard labels its axes with them) and, for a declared task, the hashes of its files."""
     study = open_study(spec.name, spec.storage, spec.mode)
     study.set_user_attr(Attrs.TARGET, spec.target)
+    if isinstance(spec.task, Mapping) and Attrs.DATA_SHA256 not in study.user_attrs:
+        study.set_user_attr(Attrs.DATA_SHA256, trainers.data_hashes(spec.task))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # set_metric_names is experimental in Optuna
         study.set_metric_names([spec.task_def.validation_metric, Attrs.BUDGET])
+
+
+def _check_data_unchanged(spec: Spec) -> None:
+    """A resumed search trains on the files its declared task had when it started; a changed one is named, and
+    nothing runs (its trials would not be comparable with those already trained)."""
+    if isinstance(spec.task, Mapping):
+        recorded = open_study(spec.name, spec.storage, spec.mode).user_attrs.get(Attrs.DATA_SHA256, {})
+        changed = trainers.changed_data(spec.task, recorded)
+        if changed:
+            raise trainers.DeclarationError(changed)
 
 
 def _raise_if_nothing_trained(spec: Spec, summary: Summary) -> None:

@@ -56,6 +56,7 @@ class Attrs:
     """Optuna user attributes: of the study (``TARGET``) and of its trials (the rest)."""
 
     TARGET = "trials"  # the study: how many designs to train (set by the runner, raised by a resume)
+    DATA_SHA256 = "data_sha256"  # the study: a declared task's files as the search started (split -> sha256)
     RAY_TRIAL_ID = "ray_trial_id"  # the Ray trial that trains it
     DESIGN_ID = "design_id"  # as Tags.DESIGN_ID
     DESIGN = "design"  # the design as JSON

@@ -234,6 +234,24 @@ def test_a_record_keeps_the_declaration_and_a_new_process_trains_the_same_task_o
         recorded_inputs(run)
 
 
+def test_a_resumed_search_refuses_a_declared_file_changed_since_it_started(tmp_path, monkeypatch):
+    from search import runner
+
+    spec = specs.parse({"task": classification(tmp_path), "name": "changing", "root": str(tmp_path),
+                        "storage": f"sqlite:///{tmp_path}/optuna.db", "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"})
+    runner.set_target(spec)  # what the search's start records in its study
+
+    def connect(address: str | None) -> None:
+        raise RuntimeError("reached the cluster")
+
+    monkeypatch.setattr(runner, "connect", connect)
+    with pytest.raises(RuntimeError, match="reached the cluster"):  # the same file: the resume goes on
+        runner.run(spec, resume=True)
+    write(reviews(61), tmp_path / "train.csv")
+    with pytest.raises(trainers.DeclarationError, match=r"task.files.train: .*the file the run trained on \(sha256"):
+        runner.run(spec, resume=True)
+    assert not spec.saved_path.exists()  # refused before anything is written
+
 def test_macro_f1_and_exact_match():
     # classes 0 (P 2/3, R 1) and 1 (P 1, R 1/2): F1 0.8 and 2/3; a majority guess has accuracy 0.75 but F1 0.43
     assert macro_f1([0, 0, 0, 1], [0, 0, 1, 1])["macro_f1"] == pytest.approx((0.8 + 2 / 3) / 2)
