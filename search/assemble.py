@@ -87,7 +87,7 @@ def params(spec: Spec) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in spec.to_dict().items():
         if key == "task" and isinstance(value, dict):  # a declared task: its name, declaration and data's hashes
-            flat |= {"task": value["name"], Params.TASK_DECLARATION: json.dumps(value, sort_keys=True),
+            flat |= {"task": value["name"], Params.TASK_DECLARATION: Params.declaration(value),
                      Params.DATA_SHA256: json.dumps(trainers.data_hashes(value), sort_keys=True)}
         elif isinstance(value, dict):
             flat |= {f"{key}.{k}": v for k, v in value.items()}

@@ -30,7 +30,6 @@ from search.journal import Writer  # noqa: E402
 from search.schema import OUTCOMES, Attrs, Params, Status, Tags, flag  # noqa: E402
 from search.trial_config import TrialConfig, read  # noqa: E402
 
-MAX_PARAM = 6000  # MLflow's limit on a param value
 ENDED = (RunStatus.to_string(RunStatus.FINISHED), RunStatus.to_string(RunStatus.FAILED))
 NOT_METRICS = {"step", "total_steps", "optuna_trial", "training_iteration", "timestamp", "time_this_iter_s",
                "time_total_s", "time_since_restore", "iterations_since_restore", "pid", "done"}
@@ -220,4 +219,4 @@ def _is_number(value: Any) -> bool:
 
 
 def _text(value: Any) -> str:
-    return str(value)[:MAX_PARAM]
+    return str(value)[:Params.MAX_LENGTH]

@@ -9,6 +9,7 @@ flattened, with ``Params.METRIC`` and ``Params.HIGHER_IS_BETTER``) and one child
 configuration; metrics: every report at its step). Its Optuna study holds one trial per design asked, with the
 user attributes ``Attrs``."""
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,6 +46,12 @@ class Params:
     # paths) and the sha256 of each local data file as JSON (split -> hex digest), taken when the search started
     TASK_DECLARATION = "task_declaration"
     DATA_SHA256 = "data_sha256"
+    MAX_LENGTH = 6000  # MLflow's limit on a param value: a longer one is cut (search.mlflow_runs)
+
+    @staticmethod
+    def declaration(declared: Mapping[str, Any]) -> str:
+        """A declared task as its ``TASK_DECLARATION`` param; ``search.spec`` refuses one over ``MAX_LENGTH``."""
+        return json.dumps(declared, sort_keys=True)
 
 
 class Artifacts:

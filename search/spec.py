@@ -32,6 +32,7 @@ import peft_space
 import trainers
 from peft_space import DIMENSIONS, Categorical, FieldError, Float, Integer, Rule, rule
 from search.implementations import SAMPLERS, SCHEDULERS, TRAINERS
+from search.schema import Params
 
 DEFAULT = Path(__file__).parent / "specs" / "default.yaml"  # the embedded default: `peft-search run` with no spec
 
@@ -301,6 +302,10 @@ def task_choice(name: str, value: Any) -> str | dict[str, Any]:
     except trainers.DeclarationError as err:
         raise SpecError(err.problems) from None
     if declared is not None:
+        length = len(Params.declaration(declared))
+        if length > Params.MAX_LENGTH:  # every run records it whole, for reproduce and export
+            raise FieldError(name, f"a declaration of {length:,} characters as JSON",
+                             f"at most {Params.MAX_LENGTH:,} (MLflow's limit on the param that records it)")
         trainers.register_declared(declared)
         return declared
     if value not in trainers.TASKS:

@@ -164,6 +164,15 @@ BAD = [  # (change to a good declaration, a line of the message)
 ]
 
 
+def test_a_declaration_longer_than_mlflow_records_whole_is_refused(tmp_path):
+    """Every run records the declaration as one MLflow param (6,000 characters at most); a cut one could not be read
+    back by reproduce or export."""
+    names = ["neg", "pos", *(f"unused label {i}" for i in range(400))]
+    with pytest.raises(specs.SpecError, match=r"task: 'a declaration of [\d,]+ characters as JSON' is not allowed; allowed: "
+                                         r"at most 6,000 \(MLflow's limit"):
+        specs.parse({"task": classification(tmp_path, labels=names)})
+    specs.parse({"task": classification(tmp_path, labels=names[:200])})  # 4,000-odd characters: kept
+
 @pytest.mark.parametrize("change, message", BAD, ids=[next(iter(c)) + str(i) for i, (c, _) in enumerate(BAD)])
 def test_each_bad_declaration_is_named(tmp_path, change, message):
     def placed(text: str) -> str:
