@@ -33,3 +33,22 @@ def test_a_cluster_whose_head_exits_says_why_at_once_and_leaves_the_other_cluste
     failed.stop()
     # This process still drives the shared cluster (stopping the failed one once shut the driver down).
     assert ray.is_initialized() and sum(node["Alive"] for node in ray.nodes()) >= 2
+
+
+def test_a_soak_in_which_no_trial_finishes_fails_with_the_drivers_log(tmp_path, monkeypatch):
+    """A hung driver (Ray's restored ConcurrencyLimiter once kept a resumed search from asking for trials) fails the
+    soak after STALL_MINUTES without a finished trial, instead of running to CI's limit."""
+    from benchmarks import soak as soaking
+
+    log = open(tmp_path / "drivers.log", "a")
+    log.write("the last thing a driver said\n")
+    now = 1000.0
+    monkeypatch.setattr(soaking.time, "time", lambda: now)
+    progress = soaking._stalled((3, now), 4, log)  # a trial finished: the clock restarts
+    assert progress == (4, now)
+    now += soaking.STALL_MINUTES * 60
+    assert soaking._stalled(progress, 4, log) == progress  # not yet
+    now += 1
+    with pytest.raises(RuntimeError, match=r"(?s)no trial finished in 10 minutes \(4 so far\).*the last thing a driver"):
+        soaking._stalled(progress, 4, log)
+    log.close()
