@@ -1,6 +1,7 @@
 """Decoder-only language models on generation and classification tasks (issue 26, item 1): tiny random-init
 checkpoints saved to a folder as a user's hub model is, with a byte-level BPE tokenizer that has no pad token."""
 
+import dataclasses
 import json
 import random
 
@@ -132,6 +133,16 @@ def test_truncation_cuts_the_input_column_only(llama):
     with pytest.raises(FieldError, match="max_source_length"):  # the template alone does not fit
         run_for(llama, task, max_source_length=3).encode(rows(("say one", "one")), 0)
 
+
+def test_a_prompt_names_nested_fields_whole(llama):
+    """``{translation.en}`` is the nested field a task's inputs name (as WMT16's rows hold them), not an attribute."""
+    task = dataclasses.replace(generation_task(prompt="English: {translation.en}\nRomanian:"),
+                               inputs=("translation.en",), target="translation.ro")
+    run = run_for(llama, task)
+    (example,) = run.encode([{"translation": {"en": "say five", "ro": "spune cinci"}}], 0)
+    tokenizer = run.base.tokenizer
+    assert tokenizer.decode(example["prompt"], skip_special_tokens=True) == "English: say five\nRomanian:"
+    assert example["reference"] == "spune cinci"
 
 @pytest.mark.parametrize("design", [None, "prefix"])
 def test_left_padded_batched_generation_equals_each_prompt_alone(llama, design):

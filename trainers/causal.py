@@ -19,6 +19,7 @@ every row's next token comes right after its prompt and the KV cache (prefix tun
 
 from __future__ import annotations
 
+import string
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -39,6 +40,17 @@ def set_pad_token(tokenizer: Any) -> None:
                                                               "padded with it)")
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"  # training batches; generation pads its prompts on the left itself
+
+
+class _Columns(string.Formatter):
+    """``str.format`` whose fields are whole column names: ``{translation.en}`` is the nested field
+    ``translation.en`` (``example_field``), not the attribute ``en`` of a column ``translation``."""
+
+    def get_field(self, field_name: str, args: Any, kwargs: Mapping[str, Any]) -> tuple[Any, str]:
+        return kwargs[field_name], field_name
+
+
+COLUMNS = _Columns()
 
 
 class Prompter:
@@ -85,7 +97,7 @@ class Prompter:
 
     def render(self, columns: dict[str, str]) -> list[int]:
         try:
-            text = (self.task.prompt.format(**columns) if self.task.prompt
+            text = (COLUMNS.format(self.task.prompt, **columns) if self.task.prompt
                     else "".join(f"{column}\n\n" for column in columns.values()))  # each column, then a blank line
         except (KeyError, IndexError) as err:
             raise FieldError("prompt", self.task.prompt, f"a format string over the input columns "
