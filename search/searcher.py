@@ -21,8 +21,9 @@
 5. **A trial Ray gave up on is asked again, once.** The trainers report their own failures (divergence, out of
    memory, a broken plugin) as a failed result; an error reaches the searcher only when Ray could not run the
    trial (its node or worker died and ``max_failures`` retries did not get it through: Ray Tune takes a second
-   failure event of the dead actor as final). Such a trial stays FAIL, does not count towards the target, and
-   its design is enqueued again as a new trial (``retry_of``); a retry that errors too is not retried.
+   failure event of the dead actor as final). Such a trial (one Ray re-runs after a restore too) stays FAIL, does not
+   count towards the target, and its design is enqueued again as a new trial (``retry_of``); a retry that errors
+   too is not retried.
 """
 
 from __future__ import annotations
@@ -158,20 +159,26 @@ class DesignSearcher(Searcher):
             for key, value in attrs.items():
                 live.set_user_attr(key, value)
             if error and Attrs.RETRY_OF not in live.user_attrs:
+                live.set_user_attr(Attrs.RETRIED, True)
                 self._retry(live, trial_id)
             self.study.tell(live, values, state=state)
             return
         frozen = self.study.trials[number]  # asked before a restore: failed then, or already told
         if frozen.user_attrs.get(Attrs.INTERRUPTED) and not any(
                 t.user_attrs.get(Attrs.RERUN_OF) == number for t in self.study.trials):
-            # failed when the driver died, re-run by Ray after the restore: recorded once, as a new trial
+            # failed when the driver died, re-run by Ray after the restore: recorded once, as a new trial; if Ray
+            # gave up on the re-run (its node died), asked again like a live trial
+            retry = error and Attrs.RETRY_OF not in frozen.user_attrs
+            attrs |= {Attrs.RERUN_OF: number, **({Attrs.RETRIED: True} if retry else {})}
             self.study.add_trial(optuna.trial.create_trial(
                 state=state, values=values, params=frozen.params, distributions=frozen.distributions,
-                user_attrs={**frozen.user_attrs, **attrs, Attrs.RERUN_OF: number}))
+                user_attrs={**frozen.user_attrs, **attrs}))
+            if retry:
+                self._retry(frozen, trial_id)
 
-    def _retry(self, trial: optuna.Trial, trial_id: str) -> None:
-        trial.set_user_attr(Attrs.RETRIED, True)
-        self.trials.pop(trial_id)  # off the target's count: the retry takes its place
+    def _retry(self, trial: optuna.Trial | optuna.trial.FrozenTrial, trial_id: str) -> None:
+        """Take a trial Ray gave up on (marked ``RETRIED``) off the target's count and enqueue its design again."""
+        self.trials.pop(trial_id)  # the retry takes its place
         kept = {k: v for k, v in trial.user_attrs.items() if k in (Attrs.PRESET, Attrs.SEED, Attrs.CASE)}
         self.study.enqueue_trial(trial.params, user_attrs={**kept, Attrs.RETRY_OF: trial.number})
 

@@ -601,6 +601,35 @@ def test_a_trial_ray_gave_up_on_is_asked_again_once_and_off_the_target():
     assert other["optuna_trial"] == 2
 
 
+def test_a_trial_re_run_after_a_restore_that_ray_gives_up_on_is_asked_again(tmp_path):
+    """The PostgreSQL soak once ended a search with 19 of its 20 trials: a trial the killed driver left running, re-run
+    by Ray after the restore, lost its node and errored; it still counted towards the target, and its design was not
+    asked again, as a live trial's would be."""
+    from search.schema import Attrs
+    from search.searcher import DesignSearcher
+    from search.spec import parse
+
+    searcher = DesignSearcher(parse({}).space(), metric="accuracy", mode="max", budget_of=lambda design: 0.5, cap=1.0,
+                              study_name="rerun", storage=f"sqlite:///{tmp_path}/optuna.db",
+                              sampler=optuna.samplers.RandomSampler)
+    searcher.study.set_user_attr(Attrs.TARGET, 2)
+    finished = {"step": 4, "total_steps": 4, "accuracy": 0.8, "budget": 0.5}
+    first = searcher.suggest("a")
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    restored = copy.copy(searcher)  # the driver dies with a running; the new one restores
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    restored.on_trial_complete("a", error=True)  # Ray's re-run of a: its node died
+    again = restored.suggest("b")
+    assert again["design"] == first["design"]
+    restored.on_trial_complete("b", finished)
+    assert isinstance(restored.suggest("c"), dict)  # a counts no more: one more design to train
+    restored.on_trial_complete("c", finished)
+    assert restored.suggest("d") == restored.FINISHED
+    done = [t for t in restored.study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 2 and done[0].user_attrs[Attrs.RETRY_OF] == 0  # the target met by two trained designs
+    rerun = next(t for t in restored.study.trials if Attrs.RERUN_OF in t.user_attrs)
+    assert (rerun.state, rerun.user_attrs[Attrs.RETRIED]) == (TrialState.FAIL, True)
+
 def test_the_searcher_limits_concurrency_itself_and_a_restore_forgets_trials_in_flight(tmp_path):
     """Ray's ConcurrencyLimiter restored its count of live trials from the driver's checkpoint and kept trials Ray
     had finished after it: the resumed soak never asked again. The searcher holds the limit, and a restore starts
