@@ -17,7 +17,8 @@
 4. **Concurrency is limited here, not by Ray's ``ConcurrencyLimiter``.** The limiter's count of live trials is
    restored from the driver's checkpoint, and a trial Ray finished after that checkpoint stays in it for good: a
    resumed search then never asks again and hangs. The searcher counts the trials it asked and was not yet told of
-   (none on restore); trials Ray re-runs after a restore are bounded by the cluster's resources alone.
+   (none on restore) and those Ray re-runs after a restore, from their first report. It ends the search
+   (``FINISHED``, which Ray takes as final) only once none runs: one that fails may still have to be asked again.
 5. **A trial Ray gave up on is asked again, once.** The trainers report their own failures (divergence, out of
    memory, a broken plugin) as a failed result; an error reaches the searcher only when Ray could not run the
    trial (its node or worker died and ``max_failures`` retries did not get it through: Ray Tune takes a second
@@ -64,6 +65,7 @@ class DesignSearcher(Searcher):
         self.study_name, self.storage, self.sampler, self.seed = study_name, storage, sampler, seed
         self.trials: dict[str, int] = {}  # Ray trial id -> Optuna trial number
         self._live: dict[str, optuna.Trial] = {}  # trials asked by this driver and not yet told
+        self._rerunning: set[str] = set()  # trials asked before a restore that Ray re-runs (seen reporting)
         self._study: optuna.Study | None = None
         self.cases = list(cases)  # a grid's (design, hyper-parameters, seed), enqueued one at a time (_enqueue_case)
         if not self.study.trials:  # a new study: the paper's methods first
@@ -78,13 +80,15 @@ class DesignSearcher(Searcher):
         return self._study
 
     def __getstate__(self) -> dict[str, Any]:  # Ray pickles the searcher: the study re-opens from its storage
-        return {**self.__dict__, "_study": None, "_live": {}}
+        return {**self.__dict__, "_study": None, "_live": {}, "_rerunning": set()}
 
     # -- Ray's Searcher interface --------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        running = len(self._live) + len(self._rerunning)
         if len(self._handed_out()) >= self.study.user_attrs.get(Attrs.TARGET, float("inf")):
-            return Searcher.FINISHED
-        if 0 < self.max_concurrent <= len(self._live):
+            # FINISHED ends Ray's search for good: not while a trial runs that may fail and be asked again
+            return None if running else Searcher.FINISHED
+        if 0 < self.max_concurrent <= running:
             return None  # Ray asks again when a trial ends
         for _ in range(MAX_REJECTIONS):
             self._enqueue_case()
@@ -149,7 +153,12 @@ class DesignSearcher(Searcher):
         trial.set_user_attr(Attrs.INFEASIBLE, reason)
         self.study.tell(trial, state=TrialState.FAIL)
 
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if trial_id in self.trials and trial_id not in self._live:
+            self._rerunning.add(trial_id)
+
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        self._rerunning.discard(trial_id)
         number = self.trials.get(trial_id)
         if number is None:
             return
@@ -190,7 +199,7 @@ class DesignSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as file:
             state = pickle.load(file)
-        self.trials, self._study, self._live = state["trials"], None, {}
+        self.trials, self._study, self._live, self._rerunning = state["trials"], None, {}, set()
         self._fail_interrupted()
 
     def _fail_interrupted(self) -> None:

@@ -601,6 +601,34 @@ def test_a_trial_ray_gave_up_on_is_asked_again_once_and_off_the_target():
     assert other["optuna_trial"] == 2
 
 
+def test_the_search_ends_only_once_no_trial_runs_so_a_late_failure_is_still_asked_again(tmp_path):
+    """Ray takes FINISHED as final: returned while the last trials ran, a trial that then lost its node had its
+    design enqueued again but never asked (the PostgreSQL soak ended a search with 19 of its 20 trials)."""
+    from search.schema import Attrs
+    from search.searcher import DesignSearcher
+    from search.spec import parse
+
+    searcher = DesignSearcher(parse({}).space(), metric="accuracy", mode="max", budget_of=lambda design: 0.5, cap=1.0,
+                              study_name="late", storage=f"sqlite:///{tmp_path}/optuna.db",
+                              sampler=optuna.samplers.RandomSampler)
+    searcher.study.set_user_attr(Attrs.TARGET, 2)
+    finished = {"step": 4, "total_steps": 4, "accuracy": 0.8, "budget": 0.5}
+    searcher.suggest("a")
+    b = searcher.suggest("b")
+    searcher.on_trial_complete("a", finished)
+    assert searcher.suggest("c") is None  # the target is handed out, but b still runs
+    searcher.on_trial_complete("b", error=True)
+    assert searcher.suggest("c")["design"] == b["design"]
+    searcher.on_trial_complete("c", finished)
+    assert searcher.suggest("d") == searcher.FINISHED
+    # after a restore, a trial Ray re-runs counts as running from its first report
+    restored = copy.copy(searcher)
+    restored.trials["e"] = restored.trials["c"]
+    restored.on_trial_result("e", {"step": 2})
+    assert restored.suggest("f") is None
+    restored.on_trial_complete("e", finished)
+    assert restored.suggest("f") == restored.FINISHED
+
 def test_a_trial_re_run_after_a_restore_that_ray_gives_up_on_is_asked_again(tmp_path):
     """The PostgreSQL soak once ended a search with 19 of its 20 trials: a trial the killed driver left running, re-run
     by Ray after the restore, lost its node and errored; it still counted towards the target, and its design was not
