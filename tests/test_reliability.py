@@ -575,17 +575,21 @@ def test_records_kept_past_the_retry_window_are_replayed_by_the_next_run(tmp_pat
         _stop(server)
 
 
-def test_a_trial_ray_gave_up_on_is_asked_again_once_and_off_the_target():
-    """After a node loss Ray Tune may give up on a trial within a second (a second failure event of the dead actor
-    is taken as final): the searcher asks that design again, once, and the target still counts trained designs."""
+def _searcher(name: str, storage: str | optuna.storages.BaseStorage, target: int):
+    """A DesignSearcher over the default space whose every design is within the budget, to train ``target``."""
     from search.schema import Attrs
     from search.searcher import DesignSearcher
     from search.spec import parse
 
     searcher = DesignSearcher(parse({}).space(), metric="accuracy", mode="max", budget_of=lambda design: 0.5, cap=1.0,
-                              study_name="lost", storage=optuna.storages.InMemoryStorage(),
-                              sampler=lambda seed: optuna.samplers.RandomSampler(seed))
-    searcher.study.set_user_attr(Attrs.TARGET, 2)
+                              study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler)
+    searcher.study.set_user_attr(Attrs.TARGET, target)
+    return searcher
+
+def test_a_trial_ray_gave_up_on_is_asked_again_once_and_off_the_target():
+    """After a node loss Ray Tune may give up on a trial within a second (a second failure event of the dead actor
+    is taken as final): the searcher asks that design again, once, and the target still counts trained designs."""
+    searcher = _searcher("lost", optuna.storages.InMemoryStorage(), target=2)
     finished = {"step": 4, "total_steps": 4, "accuracy": 0.8, "budget": 0.5}
     first = searcher.suggest("a")
     searcher.on_trial_complete("a", error=True)
@@ -604,14 +608,7 @@ def test_a_trial_ray_gave_up_on_is_asked_again_once_and_off_the_target():
 def test_the_search_ends_only_once_no_trial_runs_so_a_late_failure_is_still_asked_again(tmp_path):
     """Ray takes FINISHED as final: returned while the last trials ran, a trial that then lost its node had its
     design enqueued again but never asked (the PostgreSQL soak ended a search with 19 of its 20 trials)."""
-    from search.schema import Attrs
-    from search.searcher import DesignSearcher
-    from search.spec import parse
-
-    searcher = DesignSearcher(parse({}).space(), metric="accuracy", mode="max", budget_of=lambda design: 0.5, cap=1.0,
-                              study_name="late", storage=f"sqlite:///{tmp_path}/optuna.db",
-                              sampler=optuna.samplers.RandomSampler)
-    searcher.study.set_user_attr(Attrs.TARGET, 2)
+    searcher = _searcher("late", f"sqlite:///{tmp_path}/optuna.db", target=2)
     finished = {"step": 4, "total_steps": 4, "accuracy": 0.8, "budget": 0.5}
     searcher.suggest("a")
     b = searcher.suggest("b")
@@ -634,13 +631,8 @@ def test_a_trial_re_run_after_a_restore_that_ray_gives_up_on_is_asked_again(tmp_
     by Ray after the restore, lost its node and errored; it still counted towards the target, and its design was not
     asked again, as a live trial's would be."""
     from search.schema import Attrs
-    from search.searcher import DesignSearcher
-    from search.spec import parse
 
-    searcher = DesignSearcher(parse({}).space(), metric="accuracy", mode="max", budget_of=lambda design: 0.5, cap=1.0,
-                              study_name="rerun", storage=f"sqlite:///{tmp_path}/optuna.db",
-                              sampler=optuna.samplers.RandomSampler)
-    searcher.study.set_user_attr(Attrs.TARGET, 2)
+    searcher = _searcher("rerun", f"sqlite:///{tmp_path}/optuna.db", target=2)
     finished = {"step": 4, "total_steps": 4, "accuracy": 0.8, "budget": 0.5}
     first = searcher.suggest("a")
     searcher.save(str(tmp_path / "searcher.pkl"))
@@ -664,14 +656,7 @@ def test_the_searcher_limits_concurrency_itself_and_a_restore_forgets_trials_in_
     with none in flight."""
     from ray.tune.search import ConcurrencyLimiter
 
-    from search.schema import Attrs
-    from search.searcher import DesignSearcher
-    from search.spec import parse
-
-    searcher = DesignSearcher(parse({}).space(), metric="accuracy", mode="max", budget_of=lambda design: 0.5, cap=1.0,
-                              study_name="limit", storage=f"sqlite:///{tmp_path}/optuna.db",
-                              sampler=lambda seed: optuna.samplers.RandomSampler(seed))
-    searcher.study.set_user_attr(Attrs.TARGET, 10)
+    searcher = _searcher("limit", f"sqlite:///{tmp_path}/optuna.db", target=10)
     limiter = ConcurrencyLimiter(searcher, max_concurrent=2)  # what TuneConfig(max_concurrent_trials=2) builds
     assert searcher.max_concurrent == 2
     assert limiter.suggest("a") and limiter.suggest("b") and limiter.suggest("c") is None
