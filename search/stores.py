@@ -24,9 +24,13 @@ JOURNAL = "journal:///"
 def open_study(name: str, storage: str | optuna.storages.BaseStorage, mode: str,
                sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
     """The search's study (created on first use): maximise or minimise the task metric, minimise the budget."""
-    directions = ["maximize" if mode == "max" else "minimize", "minimize"]
-    return optuna.create_study(study_name=name, storage=open_storage(storage), sampler=sampler, directions=directions,
-                               load_if_exists=True)
+    storage = open_storage(storage)
+    try:  # load first: create_study on an existing study logs "Using an existing study" on every resume and read
+        return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+    except KeyError:  # a new study (load_if_exists: another driver may create it at the same moment)
+        directions = ["maximize" if mode == "max" else "minimize", "minimize"]
+        return optuna.create_study(study_name=name, storage=storage, sampler=sampler, directions=directions,
+                                   load_if_exists=True)
 
 
 def open_storage(url: str | optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
